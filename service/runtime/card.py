@@ -109,4 +109,5 @@ def to_uint8(images: np.ndarray, output_range: tuple[float, float]) -> np.ndarra
     """Map network output in [lo, hi] linearly to uint8 0..255 (clipped, rounded)."""
     lo, hi = output_range
     scaled = (np.asarray(images, dtype=np.float32) - lo) * (255.0 / (hi - lo))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    images_uint8: np.ndarray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    return images_uint8

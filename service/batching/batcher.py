@@ -1,0 +1,308 @@
+"""Scheduling of the dynamic batcher: a bounded queue, batches formed by size or age, deadlines.
+
+It knows nothing of HTTP or ONNX: it groups items from many callers, hands them to an async
+batch function that returns one result per item, and answers every caller with its results,
+the batch's error, or a deadline error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+from service.batching.errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, QueueFull
+
+logger = logging.getLogger(__name__)
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
+BatchFunction = Callable[[list[InT]], Awaitable[list[OutT]]]
+
+
+class BatchObserver(Protocol):
+    """Receives the batcher's measurements (metrics); every method must be cheap."""
+
+    def queue_depth(self, images: int) -> None: ...
+
+    def batch_started(self, queue_waits_s: list[float]) -> None: ...
+
+
+class _NullObserver:
+    def queue_depth(self, images: int) -> None:
+        pass
+
+    def batch_started(self, queue_waits_s: list[float]) -> None:
+        pass
+
+
+@dataclass(eq=False)
+class _Request(Generic[InT, OutT]):
+    """One caller's items; its items may be spread over several batches."""
+
+    items: Sequence[InT]
+    future: asyncio.Future[list[OutT]]
+    enqueued_at: float  # time.monotonic()
+    start_now: bool  # arrived to an empty queue with a free runtime slot: no batching delay
+    results: list[OutT | None] = field(init=False)
+    next_index: int = 0  # first item not yet taken into a batch
+    unanswered: int = field(init=False)
+    timer: asyncio.TimerHandle | None = None
+
+    def __post_init__(self) -> None:
+        self.results = [None] * len(self.items)
+        self.unanswered = len(self.items)
+
+    @property
+    def queued(self) -> int:
+        return len(self.items) - self.next_index
+
+
+_Slot = tuple[_Request[InT, OutT], int]
+
+
+class DynamicBatcher(Generic[InT, OutT]):
+    """Groups items from concurrent callers into batches for `batch_fn`.
+
+    A batch runs when `max_batch_size` items wait, when the oldest has waited
+    `max_batch_delay_s`, or at once when an item arrives to an empty queue and an idle runtime.
+    At most `max_concurrent_batches` batches run at a time.
+    """
+
+    def __init__(
+        self,
+        batch_fn: BatchFunction[InT, OutT],
+        *,
+        max_batch_size: int,
+        max_batch_delay_s: float,
+        max_queue_size: int,
+        max_concurrent_batches: int = 1,
+        observer: BatchObserver | None = None,
+        name: str = "batcher",
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if not max_batch_delay_s >= 0:
+            raise ValueError(f"max_batch_delay_s must be >= 0, got {max_batch_delay_s}")
+        if max_queue_size < 1:
+            raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
+        if max_concurrent_batches < 1:
+            raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
+        self._batch_fn = batch_fn
+        self.max_batch_size = max_batch_size
+        self.max_batch_delay_s = max_batch_delay_s
+        self.max_queue_size = max_queue_size
+        self.max_concurrent_batches = max_concurrent_batches
+        self.name = name
+        self._observer: BatchObserver = observer if observer is not None else _NullObserver()
+        self._queue: deque[_Request[InT, OutT]] = deque()
+        self._queued_items = 0
+        self._running_batches = 0
+        self._wakeup = asyncio.Event()
+        self._slots = asyncio.Semaphore(max_concurrent_batches)
+        self._batch_tasks: set[asyncio.Task[None]] = set()
+        self._scheduler: asyncio.Task[None] | None = None
+        self._closing = False
+
+    @property
+    def queued_items(self) -> int:
+        """Items waiting to be taken into a batch (not counting abandoned ones)."""
+        return self._queued_items
+
+    @property
+    def running_batches(self) -> int:
+        return self._running_batches
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def start(self) -> None:
+        """Start the scheduler task; needs a running event loop."""
+        if self._scheduler is None:
+            self._scheduler = asyncio.get_running_loop().create_task(
+                self._schedule(), name=f"{self.name}-scheduler"
+            )
+
+    async def submit(self, items: Sequence[InT], *, timeout_s: float | None = None) -> list[OutT]:
+        """Queue `items` and wait for their results, in order.
+
+        Raises QueueFull at once when the items do not fit, DeadlineExceeded when `timeout_s`
+        passes first, BatcherClosed when draining, or whatever the batch function raised.
+        """
+        if self._closing:
+            raise BatcherClosed(f"{self.name} is shutting down")
+        if not items:
+            return []
+        if self._queued_items + len(items) > self.max_queue_size:
+            raise QueueFull(
+                f"{self.name}: queue holds {self._queued_items} of {self.max_queue_size} images; "
+                f"no room for {len(items)} more"
+            )
+        self.start()
+        loop = asyncio.get_running_loop()
+        request: _Request[InT, OutT] = _Request(
+            items=items,
+            future=loop.create_future(),
+            enqueued_at=time.monotonic(),
+            start_now=not self._queue and self._running_batches < self.max_concurrent_batches,
+        )
+        if timeout_s is not None:
+            request.timer = loop.call_later(max(timeout_s, 0.0), self._expire, request, timeout_s)
+        self._queue.append(request)
+        self._queued_items += len(items)
+        self._observer.queue_depth(self._queued_items)
+        self._wakeup.set()
+        try:
+            return await request.future
+        finally:
+            # Also reached when the caller is cancelled: its queued items must not run.
+            if request.timer is not None:
+                request.timer.cancel()
+            self._abandon(request)
+
+    async def close(self, grace_s: float | None = None) -> None:
+        """Stop taking work, run what is queued within `grace_s`, then fail what is left."""
+        self._closing = True
+        self._wakeup.set()
+        deadline = None if grace_s is None else time.monotonic() + grace_s
+
+        def remaining() -> float | None:
+            return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+        if self._scheduler is not None:
+            await asyncio.wait({self._scheduler}, timeout=remaining())
+        if self._batch_tasks:
+            await asyncio.wait(set(self._batch_tasks), timeout=remaining())
+        leftovers = [t for t in (self._scheduler, *self._batch_tasks) if t and not t.done()]
+        for task in leftovers:
+            task.cancel()
+        for task in leftovers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for request in self._queue:
+            self._fail(request, BatcherClosed(f"{self.name} closed before this request ran"))
+        self._queue.clear()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _abandon(self, request: _Request[InT, OutT]) -> None:
+        """Take a request's untaken items out of the count; the scheduler skips them later."""
+        if request.queued:
+            self._queued_items -= request.queued
+            request.next_index = len(request.items)
+            self._observer.queue_depth(self._queued_items)
+
+    def _fail(self, request: _Request[InT, OutT], error: BaseException) -> None:
+        if not request.future.done():
+            request.future.set_exception(error)
+        self._abandon(request)
+
+    def _expire(self, request: _Request[InT, OutT], timeout_s: float) -> None:
+        self._fail(
+            request,
+            DeadlineExceeded(f"{self.name}: deadline of {timeout_s * 1000:.0f} ms passed"),
+        )
+
+    async def _schedule(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                batch = await self._next_batch()
+            except BaseException:
+                self._slots.release()
+                raise
+            if batch is None:
+                self._slots.release()
+                return
+            self._running_batches += 1
+            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
+            self._batch_tasks.add(task)
+            task.add_done_callback(self._batch_tasks.discard)
+
+    def _drop_dead_head(self) -> None:
+        while self._queue and (self._queue[0].future.done() or not self._queue[0].queued):
+            self._queue.popleft()
+
+    async def _next_batch(self) -> list[_Slot[InT, OutT]] | None:
+        """Wait for work and for the batch to fill or age; None once closing and empty."""
+        while True:
+            self._drop_dead_head()
+            if not self._queue:
+                if self._closing:
+                    return None
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            oldest = self._queue[0]
+            if not oldest.start_now:
+                flush_at = oldest.enqueued_at + self.max_batch_delay_s
+                while self._queued_items < self.max_batch_size and not self._closing:
+                    wait_s = flush_at - time.monotonic()
+                    if wait_s <= 0:
+                        break
+                    self._wakeup.clear()
+                    try:
+                        await asyncio.wait_for(self._wakeup.wait(), wait_s)
+                    except asyncio.TimeoutError:  # TimeoutError is an alias only from 3.11
+                        break
+            batch = self._take(self.max_batch_size)
+            if batch:
+                return batch
+
+    def _take(self, limit: int) -> list[_Slot[InT, OutT]]:
+        batch: list[_Slot[InT, OutT]] = []
+        while self._queue and len(batch) < limit:
+            request = self._queue[0]
+            if request.future.done() or not request.queued:
+                self._queue.popleft()
+                continue
+            count = min(request.queued, limit - len(batch))
+            batch.extend((request, request.next_index + k) for k in range(count))
+            request.next_index += count
+            self._queued_items -= count
+            if not request.queued:
+                self._queue.popleft()
+        self._observer.queue_depth(self._queued_items)
+        return batch
+
+    async def _run_batch(self, batch: list[_Slot[InT, OutT]]) -> None:
+        try:
+            # Callers may have gone (cancelled, expired, failed) since the batch was taken.
+            live = [(request, index) for request, index in batch if not request.future.done()]
+            if not live:
+                return
+            now = time.monotonic()
+            self._observer.batch_started([now - request.enqueued_at for request, _ in live])
+            try:
+                outputs = await self._batch_fn([request.items[index] for request, index in live])
+                if not isinstance(outputs, list) or len(outputs) != len(live):
+                    got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+                    raise BatchSizeMismatch(
+                        f"{self.name}: batch function returned {got} results for {len(live)} items"
+                    )
+            except asyncio.CancelledError:
+                for request in {request for request, _ in live}:
+                    self._fail(request, BatcherClosed(f"{self.name} closed during the batch"))
+                raise
+            except Exception as error:
+                logger.warning("%s: batch of %d failed: %r", self.name, len(live), error)
+                for request in {request for request, _ in live}:
+                    self._fail(request, error)
+                return
+            for (request, index), output in zip(live, outputs, strict=True):
+                if request.future.done():
+                    continue
+                request.results[index] = output
+                request.unanswered -= 1
+                if not request.unanswered:
+                    request.future.set_result(list(request.results))  # type: ignore[arg-type]
+        finally:
+            self._running_batches -= 1
+            self._slots.release()

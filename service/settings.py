@@ -1,0 +1,114 @@
+"""Service configuration: one pydantic-settings class read from `IMAGEGEN_*` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ProviderChoice = Literal["auto", "cpu", "cuda"]
+BatchPadding = Literal["auto", "always", "never"]
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the serving process; each field's description states its unit."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IMAGEGEN_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    models_dir: Path = Field(
+        default=Path("models"),
+        description="Folder with one sub-folder per model (model.onnx + model.json).",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
+    port: int = Field(default=8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    providers: ProviderChoice = Field(
+        default="auto",
+        description="onnxruntime execution providers: 'auto' (CUDA when usable, else CPU), "
+        "'cpu', or 'cuda' (start-up fails when CUDA is unusable; never a silent fallback).",
+    )
+    device_id: int = Field(default=0, ge=0, description="CUDA device index (GPU ordinal).")
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="onnxruntime intra-op threads per model; 0 = its default."
+    )
+    max_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Most images in one model run (images)."
+    )
+    max_batch_delay_ms: float = Field(
+        default=5.0,
+        ge=0,
+        le=10_000,
+        description="Longest time the oldest queued image waits for a batch to fill "
+        "(milliseconds); a lone request on an idle model never waits.",
+    )
+    max_queue_size: int = Field(
+        default=512,
+        ge=1,
+        description="Images that may wait per model (images); beyond it requests get 503.",
+    )
+    request_timeout_ms: float = Field(
+        default=30_000,
+        gt=0,
+        description="Deadline of one request from entering the queue (milliseconds); 504 after.",
+    )
+    max_items_per_request: int = Field(
+        default=64, ge=1, description="Most images one request may ask for (images); 413 beyond."
+    )
+    max_body_bytes: int = Field(
+        default=1_048_576, ge=1024, description="Largest accepted request body (bytes); 413 beyond."
+    )
+    api_key: SecretStr | None = Field(
+        default=None,
+        description="When set, every route except health, readiness and metrics needs "
+        "'Authorization: Bearer <key>'. Empty means no key.",
+    )
+    log_level: LogLevel = Field(default="info", description="Log level of the service and uvicorn.")
+    shutdown_grace_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="On SIGTERM, time to finish in-flight and queued work (seconds).",
+    )
+    skip_invalid_models: bool = Field(
+        default=False,
+        description="False (default): any invalid model stops start-up. True: invalid models "
+        "are logged and skipped, the valid ones are served.",
+    )
+    batch_padding: BatchPadding = Field(
+        default="auto",
+        description="Zero-pad every model run to max_batch_size rows so kernels never change "
+        "with the batch: 'auto' pads on CUDA only (CPU kernels were measured row-invariant), "
+        "'always', or 'never'.",
+    )
+
+    @field_validator("providers", "log_level", "batch_padding", mode="before")
+    @classmethod
+    def _lower_case(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
+    @model_validator(mode="after")
+    def _limits_are_consistent(self) -> Settings:
+        if self.max_items_per_request > self.max_queue_size:
+            raise ValueError(
+                f"max_items_per_request ({self.max_items_per_request}) must not exceed "
+                f"max_queue_size ({self.max_queue_size}): such a request could never be queued"
+            )
+        return self
+
+    @property
+    def max_batch_delay_s(self) -> float:
+        return self.max_batch_delay_ms / 1000.0
+
+    @property
+    def request_timeout_s(self) -> float:
+        return self.request_timeout_ms / 1000.0

@@ -1,0 +1,297 @@
+"""Scheduling behaviour of the dynamic batcher, timed by asyncio events rather than sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from service.batching import (
+    BatcherClosed,
+    BatchSizeMismatch,
+    DeadlineExceeded,
+    DynamicBatcher,
+    QueueFull,
+)
+
+LONG_DELAY_S = 60.0  # a delay no test waits for: a batch that runs did not wait on it
+PATIENCE_S = 5.0  # upper bound for things that should happen "at once"
+SHORT_DELAY_S = 0.01  # for tests where a partial batch must flush soon
+
+
+class Model:
+    """A batch function that records its batches and can be held busy with a gate."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.started = asyncio.Event()
+        self.gate: asyncio.Event | None = None
+        self.error: Exception | None = None
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return [item * 10 for item in items]
+
+    def hold(self) -> asyncio.Event:
+        self.gate = asyncio.Event()
+        self.started.clear()
+        return self.gate
+
+
+class QueueWatch:
+    """Batch observer that lets a test wait for an exact queue depth."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.changed = asyncio.Event()
+        self.batch_sizes: list[int] = []
+
+    def queue_depth(self, images: int) -> None:
+        self.depth = images
+        self.changed.set()
+
+    def batch_started(self, queue_waits_s: list[float]) -> None:
+        self.batch_sizes.append(len(queue_waits_s))
+
+
+WATCHES: dict[int, QueueWatch] = {}
+
+
+def make(model: Model, **overrides: float) -> DynamicBatcher[int, int]:
+    options = {"max_batch_size": 4, "max_batch_delay_s": LONG_DELAY_S, "max_queue_size": 16}
+    options.update(overrides)
+    watch = QueueWatch()
+    batcher = DynamicBatcher(
+        model,
+        max_batch_size=int(options["max_batch_size"]),
+        max_batch_delay_s=options["max_batch_delay_s"],
+        max_queue_size=int(options["max_queue_size"]),
+        observer=watch,
+        name="test",
+    )
+    WATCHES[id(batcher)] = watch
+    return batcher
+
+
+async def occupy(
+    batcher: DynamicBatcher[int, int], model: Model
+) -> tuple[asyncio.Event, asyncio.Task[list[int]]]:
+    """Start a request that keeps the runtime busy until the returned gate is set."""
+    gate = model.hold()
+    busy = asyncio.create_task(batcher.submit([0]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    return gate, busy
+
+
+async def wait_queued(batcher: DynamicBatcher[int, int], items: int) -> None:
+    watch = WATCHES[id(batcher)]
+    while watch.depth != items:
+        watch.changed.clear()
+        await asyncio.wait_for(watch.changed.wait(), PATIENCE_S)
+    assert batcher.queued_items == items
+
+
+async def test_lone_request_runs_at_once_without_the_delay() -> None:
+    model = Model()
+    batcher = make(model)
+    result = await asyncio.wait_for(batcher.submit([3]), PATIENCE_S)
+    assert result == [30]
+    assert model.batches == [[3]]
+    await batcher.close()
+
+
+async def test_batch_runs_when_full() -> None:
+    model = Model()
+    batcher = make(model, max_batch_size=4)
+    gate, busy = await occupy(batcher, model)
+    waiters = [asyncio.create_task(batcher.submit([i])) for i in range(1, 5)]
+    await wait_queued(batcher, 4)
+    model.gate = None
+    gate.set()
+    results = await asyncio.wait_for(asyncio.gather(busy, *waiters), PATIENCE_S)
+    assert results == [[0], [10], [20], [30], [40]]
+    assert model.batches == [[0], [1, 2, 3, 4]]
+    assert WATCHES[id(batcher)].batch_sizes == [1, 4]
+    await batcher.close()
+
+
+async def test_partial_batch_flushes_after_the_delay() -> None:
+    delay_s = 0.05
+    model = Model()
+    batcher = make(model, max_batch_size=8, max_batch_delay_s=delay_s)
+    gate, busy = await occupy(batcher, model)
+    queued_at = time.monotonic()
+    waiters = [asyncio.create_task(batcher.submit([i])) for i in (1, 2)]
+    await wait_queued(batcher, 2)
+    model.gate = None
+    gate.set()
+    await busy
+    assert await asyncio.wait_for(asyncio.gather(*waiters), PATIENCE_S) == [[10], [20]]
+    assert time.monotonic() - queued_at >= delay_s
+    assert model.batches == [[0], [1, 2]]
+    await batcher.close()
+
+
+async def test_request_larger_than_a_batch_is_split_across_runs_in_order() -> None:
+    model = Model()
+    batcher = make(model, max_batch_size=4)
+    result = await asyncio.wait_for(batcher.submit(list(range(10))), PATIENCE_S)
+    assert result == [i * 10 for i in range(10)]
+    assert [len(batch) for batch in model.batches] == [4, 4, 2]
+    await batcher.close()
+
+
+async def test_items_of_several_requests_share_a_batch() -> None:
+    model = Model()
+    batcher = make(model, max_batch_size=4, max_batch_delay_s=SHORT_DELAY_S)
+    gate, busy = await occupy(batcher, model)
+    first = asyncio.create_task(batcher.submit([1, 2, 3]))
+    second = asyncio.create_task(batcher.submit([4, 5, 6]))
+    await wait_queued(batcher, 6)
+    model.gate = None
+    gate.set()
+    assert await asyncio.wait_for(first, PATIENCE_S) == [10, 20, 30]
+    assert await asyncio.wait_for(second, PATIENCE_S) == [40, 50, 60]
+    await busy
+    assert model.batches[1:] == [[1, 2, 3, 4], [5, 6]]
+    await batcher.close()
+
+
+async def test_expired_request_fails_and_never_reaches_the_model() -> None:
+    model = Model()
+    batcher = make(model)
+    gate, busy = await occupy(batcher, model)
+    with pytest.raises(DeadlineExceeded):
+        await batcher.submit([7], timeout_s=0.01)
+    assert batcher.queued_items == 0
+    model.gate = None
+    gate.set()
+    await busy
+    await batcher.close()
+    assert [7] not in model.batches
+    assert all(7 not in batch for batch in model.batches)
+
+
+async def test_cancelled_request_is_dropped_before_compute() -> None:
+    model = Model()
+    batcher = make(model, max_batch_delay_s=SHORT_DELAY_S)
+    gate, busy = await occupy(batcher, model)
+    doomed = asyncio.create_task(batcher.submit([5, 6]))
+    survivor = asyncio.create_task(batcher.submit([8]))
+    await wait_queued(batcher, 3)
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert batcher.queued_items == 1
+    model.gate = None
+    gate.set()
+    assert await asyncio.wait_for(survivor, PATIENCE_S) == [80]
+    await busy
+    assert model.batches == [[0], [8]]
+    await batcher.close()
+
+
+async def test_batch_error_reaches_every_waiter_of_the_batch() -> None:
+    model = Model()
+    batcher = make(model, max_batch_delay_s=SHORT_DELAY_S)
+    gate, busy = await occupy(batcher, model)
+    waiters = [asyncio.create_task(batcher.submit([i])) for i in (1, 2, 3)]
+    await wait_queued(batcher, 3)
+    model.error = RuntimeError("model exploded")
+    gate.set()
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(busy, *waiters, return_exceptions=True), PATIENCE_S
+    )
+    assert len(model.batches) == 2
+    assert all(isinstance(o, RuntimeError) and str(o) == "model exploded" for o in outcomes)
+    # The batcher keeps serving after a failed batch.
+    model.error = None
+    model.gate = None
+    assert await asyncio.wait_for(batcher.submit([4]), PATIENCE_S) == [40]
+    await batcher.close()
+
+
+async def test_wrong_result_count_fails_the_batch() -> None:
+    async def broken(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    batcher = DynamicBatcher(broken, max_batch_size=4, max_batch_delay_s=0, max_queue_size=8)
+    with pytest.raises(BatchSizeMismatch, match="returned 1 results for 2 items"):
+        await asyncio.wait_for(batcher.submit([1, 2]), PATIENCE_S)
+    await batcher.close()
+
+
+async def test_full_queue_rejects_at_once_and_queues_nothing() -> None:
+    model = Model()
+    batcher = make(model, max_queue_size=3, max_batch_delay_s=SHORT_DELAY_S)
+    gate, busy = await occupy(batcher, model)
+    waiter = asyncio.create_task(batcher.submit([1, 2]))
+    await wait_queued(batcher, 2)
+    with pytest.raises(QueueFull, match="no room for 2 more"):
+        await batcher.submit([3, 4])
+    assert batcher.queued_items == 2
+    model.gate = None
+    gate.set()
+    assert await asyncio.wait_for(waiter, PATIENCE_S) == [10, 20]
+    await busy
+    await batcher.close()
+
+
+async def test_close_drains_queued_work_then_refuses_new_work() -> None:
+    model = Model()
+    batcher = make(model)
+    gate, busy = await occupy(batcher, model)
+    waiter = asyncio.create_task(batcher.submit([1, 2]))
+    await wait_queued(batcher, 2)
+    closing = asyncio.create_task(batcher.close(grace_s=PATIENCE_S))
+    await asyncio.sleep(0)
+    with pytest.raises(BatcherClosed):
+        await batcher.submit([9])
+    model.gate = None
+    gate.set()
+    await asyncio.wait_for(closing, PATIENCE_S)
+    assert await busy == [0]
+    assert await waiter == [10, 20]
+
+
+async def test_close_fails_what_the_grace_period_could_not_finish() -> None:
+    model = Model()
+    batcher = make(model)
+    _gate, busy = await occupy(batcher, model)  # never released
+    waiter = asyncio.create_task(batcher.submit([1]))
+    await wait_queued(batcher, 1)
+    await asyncio.wait_for(batcher.close(grace_s=0.01), PATIENCE_S)
+    with pytest.raises(BatcherClosed):
+        await busy
+    with pytest.raises(BatcherClosed):
+        await waiter
+
+
+async def test_empty_request_needs_no_batch() -> None:
+    model = Model()
+    batcher = make(model)
+    assert await batcher.submit([]) == []
+    assert model.batches == []
+    await batcher.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [("max_batch_size", 0), ("max_batch_delay_s", -1.0), ("max_queue_size", 0)],
+)
+def test_bad_configuration_fails_naming_the_value(option: str, value: float) -> None:
+    options: dict[str, float] = {"max_batch_size": 4, "max_batch_delay_s": 0, "max_queue_size": 4}
+    options[option] = value
+    with pytest.raises(ValueError, match=f"{option} must be .*got {value}"):
+        DynamicBatcher(
+            Model(),
+            max_batch_size=int(options["max_batch_size"]),
+            max_batch_delay_s=options["max_batch_delay_s"],
+            max_queue_size=int(options["max_queue_size"]),
+        )
