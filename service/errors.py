@@ -139,8 +139,16 @@ def describe_validation_errors(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+def _count_rejection(request: Request, error_type: str, status_code: int) -> None:
+    """Client errors and load shedding (503, 504) count as rejections; other 5xx do not."""
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None and (status_code < 500 or status_code in (503, 504)):
+        metrics.rejections.labels(reason=error_type).inc()
+
+
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)
+    _count_rejection(request, exc.error_type, exc.status_code)
     if exc.status_code >= 500 and exc.status_code not in (503, 504):
         logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
     return error_response(exc)
@@ -148,6 +156,7 @@ async def _service_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    _count_rejection(request, InvalidInput.error_type, InvalidInput.status_code)
     return error_response(InvalidInput(describe_validation_errors(exc.errors())))
 
 
@@ -162,6 +171,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = str(exc.detail)
     if exc.status_code < 200 or exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=exc.headers)
+    _count_rejection(request, error_type, exc.status_code)
     return JSONResponse(
         error_body(error_type, message), status_code=exc.status_code, headers=exc.headers
     )

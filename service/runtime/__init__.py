@@ -1,0 +1,1 @@
+"""Model runtime: the artifact card, execution providers, onnxruntime sessions and the registry."""

@@ -1,0 +1,1 @@
+"""HTTP transport: thin routes over the data plane, wire schemas, dependencies, middleware."""

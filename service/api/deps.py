@@ -1,0 +1,66 @@
+"""Request dependencies as `Annotated` aliases: the data plane, the model, the parsed body."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+
+from service.dataplane import DataPlane, ServedModel
+from service.errors import InvalidInput, MalformedJSON, describe_validation_errors
+from service.settings import Settings
+
+BodyT = TypeVar("BodyT", bound=BaseModel)
+
+
+def get_dataplane(request: Request) -> DataPlane:
+    dataplane: DataPlane = request.app.state.dataplane
+    return dataplane
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+DataPlaneDep = Annotated[DataPlane, Depends(get_dataplane)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_known_model(model: str, dataplane: DataPlaneDep) -> ServedModel:
+    return dataplane.find(model)
+
+
+def get_serving_model(model: str, dataplane: DataPlaneDep) -> ServedModel:
+    return dataplane.serving(model)
+
+
+KnownModelDep = Annotated[ServedModel, Depends(get_known_model)]
+ServingModelDep = Annotated[ServedModel, Depends(get_serving_model)]
+
+
+async def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
+    """Validate the JSON body against `schema`: 400 when it is not JSON, 422 when invalid.
+
+    The body is parsed here rather than by FastAPI so malformed JSON gets its own status and
+    NaN or Infinity literals reach our float32 checks.
+    """
+    raw = await request.body()
+    try:
+        return schema.model_validate_json(raw if raw.strip() else b"{}")
+    except ValidationError as error:
+        errors = error.errors()
+        if any(e["type"] == "json_invalid" for e in errors):
+            raise MalformedJSON(f"request body is not valid JSON: {errors[0]['msg']}") from None
+        raise InvalidInput(describe_validation_errors(errors)) from None
+
+
+def openapi_body(schema: type[BaseModel]) -> dict[str, object]:
+    """OpenAPI text for a body that `parse_body` reads by hand."""
+    return {
+        "requestBody": {
+            "required": False,
+            "content": {"application/json": {"schema": schema.model_json_schema()}},
+        }
+    }

@@ -1,0 +1,113 @@
+"""Pure ASGI middleware: request metrics, the optional API key, and the body-size limit."""
+
+from __future__ import annotations
+
+import hmac
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.errors import PayloadTooLarge, ServiceError, Unauthorized, error_response
+from service.metrics import Metrics
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"})
+
+
+class MetricsMiddleware:
+    """Counts requests by route template, method and status, and times them."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            self.metrics.requests.labels(route=route, method=method, status=str(status)).inc()
+            self.metrics.request_latency_seconds.labels(route=route, method=method).observe(
+                time.perf_counter() - started
+            )
+
+
+async def _reject(
+    error: ServiceError, metrics: Metrics, scope: Scope, receive: Receive, send: Send
+) -> None:
+    metrics.rejections.labels(reason=error.error_type).inc()
+    await error_response(error)(scope, receive, send)
+
+
+class ApiKeyMiddleware:
+    """Requires `Authorization: Bearer <key>` outside health, readiness and metrics."""
+
+    def __init__(self, app: ASGIApp, api_key: str, metrics: Metrics) -> None:
+        self.app = app
+        self.expected = api_key.encode()
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = header.partition(b" ")
+        # compare_digest takes the same time wherever the first difference is.
+        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected):
+            await self.app(scope, receive, send)
+            return
+        problem = "missing API key" if not header else "wrong API key"
+        await _reject(
+            Unauthorized(f"{problem}: send 'Authorization: Bearer <key>'"),
+            self.metrics,
+            scope,
+            receive,
+            send,
+        )
+
+
+class BodySizeLimitMiddleware:
+    """413 for bodies over `max_body_bytes`: at once by Content-Length, else while streaming."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    def _too_large(self) -> PayloadTooLarge:
+        return PayloadTooLarge(f"request body is over the limit of {self.max_body_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            await _reject(self._too_large(), self.metrics, scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    # Raised inside the route's body read, so the app's handler answers 413.
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, limited_receive, send)

@@ -1,0 +1,159 @@
+"""Wire models of the HTTP API: request bodies and JSON responses."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from service.runtime.card import MAX_SEED
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+MAX_SCALE = 16
+
+
+def _finite_float32(values: list[float]) -> list[float]:
+    for index, value in enumerate(values):
+        if not (math.isfinite(value) and abs(value) <= FLOAT32_MAX):
+            raise ValueError(f"value {value!r} at index {index} is not a finite float32")
+    return values
+
+
+Seed = Annotated[
+    int,
+    Field(strict=True, ge=0, lt=MAX_SEED, description="0 <= seed < 2**63.", examples=[7]),
+]
+Latent = Annotated[
+    list[float],
+    Field(min_length=1, max_length=65536, description="latent_dim finite float32 values."),
+    AfterValidator(_finite_float32),
+]
+Truncation = Annotated[
+    float,
+    Field(gt=0, le=1, description="Multiplies the latent; 0 < t <= 1 (1 = unchanged)."),
+]
+Scale = Annotated[
+    int,
+    Field(strict=True, ge=1, le=MAX_SCALE, description="Nearest-neighbour upscaling factor."),
+]
+
+
+class GenerateRequest(BaseModel):
+    """One image: from `seed`, from `latent`, or from a random seed when both are absent."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: Seed | None = None
+    latent: Latent | None = None
+    truncation: Truncation = 1.0
+    scale: Scale = 1
+
+    @model_validator(mode="after")
+    def _seed_or_latent(self) -> GenerateRequest:
+        if self.seed is not None and self.latent is not None:
+            raise ValueError("give either seed or latent, not both")
+        return self
+
+
+class BatchRequest(BaseModel):
+    """Many images: exactly one of `seeds`, `latents`, or `count` (seeds `seed`..`seed+count-1`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seeds: list[Seed] | None = Field(default=None, min_length=1)
+    latents: list[Latent] | None = Field(default=None, min_length=1)
+    count: int | None = Field(default=None, strict=True, ge=1)
+    seed: Seed | None = Field(
+        default=None, description="First seed with `count`; random if absent."
+    )
+    truncation: Truncation = 1.0
+    scale: Scale = 1
+    columns: int | None = Field(
+        default=None, strict=True, ge=1, description="Grid columns for image/png responses."
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> BatchRequest:
+        given = [name for name in ("seeds", "latents", "count") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of seeds, latents or count"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        if self.seed is not None and self.count is None:
+            raise ValueError("seed goes with count; use seeds for a list")
+        if self.count is not None and self.seed is not None and self.seed + self.count > MAX_SEED:
+            raise ValueError("seed + count - 1 must stay below 2**63")
+        return self
+
+    @property
+    def item_count(self) -> int:
+        if self.seeds is not None:
+            return len(self.seeds)
+        if self.latents is not None:
+            return len(self.latents)
+        return self.count or 0
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    version: str
+    seed: int | None = Field(description="The seed, or null when a latent was given.")
+    width: int = Field(description="Image width in pixels, after scaling.")
+    height: int = Field(description="Image height in pixels, after scaling.")
+    truncation: float
+    scale: int
+    png_base64: str
+
+
+class BatchImage(BaseModel):
+    seed: int | None
+    png_base64: str
+
+
+class BatchResponse(BaseModel):
+    model: str
+    version: str
+    width: int
+    height: int
+    images: list[BatchImage]
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str
+    version: str
+    kind: str
+    description: str
+    latent_dim: int
+    image: dict[str, Any]
+    dataset: dict[str, Any]
+    training: dict[str, Any]
+    metrics: dict[str, Any]
+    onnx: dict[str, Any]
+    providers: list[str] = Field(description="onnxruntime execution providers in use.")
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Readiness(BaseModel):
+    status: str
+    models: list[str]
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail

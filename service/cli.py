@@ -1,0 +1,119 @@
+"""The `imagegen` command line: `serve` runs the HTTP service under uvicorn.
+
+Options mirror the `IMAGEGEN_*` settings; an option given on the command line wins over
+the environment.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+app = typer.Typer(
+    name="imagegen",
+    help="Serve ONNX GAN and VAE image generators over HTTP.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+STARTUP_FAILURE_EXIT_CODE = 3  # what uvicorn uses when the app cannot start
+
+
+def _help(field: str) -> str:
+    description = Settings.model_fields[field].description or ""
+    return f"{description} [env: IMAGEGEN_{field.upper()}]"
+
+
+@app.callback()
+def main() -> None:
+    """Serve ONNX GAN and VAE image generators over HTTP."""
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def run_server(settings: Settings) -> int:
+    """Run uvicorn until SIGTERM or SIGINT; the exit status of the process."""
+    from service.app import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        lifespan="on",
+        # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight.
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE_EXIT_CODE
+
+
+@app.command()
+def serve(
+    models_dir: Annotated[Path | None, typer.Option(help=_help("models_dir"))] = None,
+    host: Annotated[str | None, typer.Option(help=_help("host"))] = None,
+    port: Annotated[int | None, typer.Option(help=_help("port"))] = None,
+    providers: Annotated[str | None, typer.Option(help=_help("providers"))] = None,
+    device_id: Annotated[int | None, typer.Option(help=_help("device_id"))] = None,
+    intra_op_threads: Annotated[int | None, typer.Option(help=_help("intra_op_threads"))] = None,
+    max_batch_size: Annotated[int | None, typer.Option(help=_help("max_batch_size"))] = None,
+    max_batch_delay_ms: Annotated[
+        float | None, typer.Option(help=_help("max_batch_delay_ms"))
+    ] = None,
+    max_queue_size: Annotated[int | None, typer.Option(help=_help("max_queue_size"))] = None,
+    request_timeout_ms: Annotated[
+        float | None, typer.Option(help=_help("request_timeout_ms"))
+    ] = None,
+    max_items_per_request: Annotated[
+        int | None, typer.Option(help=_help("max_items_per_request"))
+    ] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help=_help("max_body_bytes"))] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help=_help("api_key") + " Prefer the environment: argv is visible."),
+    ] = None,
+    log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
+    shutdown_grace_s: Annotated[float | None, typer.Option(help=_help("shutdown_grace_s"))] = None,
+    skip_invalid_models: Annotated[
+        bool | None,
+        typer.Option(
+            "--skip-invalid-models/--refuse-invalid-models", help=_help("skip_invalid_models")
+        ),
+    ] = None,
+    batch_padding: Annotated[str | None, typer.Option(help=_help("batch_padding"))] = None,
+) -> None:
+    """Load, verify and warm up the models, then serve HTTP until SIGTERM or Ctrl-C."""
+    given: dict[str, Any] = {name: value for name, value in locals().items() if value is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as error:
+        for problem in error.errors():
+            field = ".".join(str(part) for part in problem["loc"]) or "settings"
+            typer.echo(f"invalid setting {field}: {problem['msg']}", err=True)
+        raise typer.Exit(2) from None
+    configure_logging(settings.log_level)
+    raise typer.Exit(run_server(settings))
+
+
+try:
+    from training.cli import register as _register_training
+except ImportError:  # the train extra is optional
+    pass
+else:
+    _register_training(app)

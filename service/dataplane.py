@@ -1,0 +1,227 @@
+"""The transport-free serving core: served models, their batchers, and latents to PNG images.
+
+The HTTP routes call this; it calls the batcher and the runtime and turns their exceptions
+into the named service errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import hashlib
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from service import batching, imaging
+from service.errors import (
+    DeadlineExceeded,
+    InferenceFailed,
+    InvalidInput,
+    ModelNotFound,
+    NotReady,
+    QueueFull,
+    ShuttingDown,
+)
+from service.metrics import Metrics
+from service.runtime.card import ModelCard, latent_for_seed
+from service.runtime.providers import plan_providers
+from service.runtime.registry import LoadedModel, load_models
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class Phase(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+
+
+class ServedModel:
+    """One loaded model with its own batcher and inference thread."""
+
+    def __init__(self, loaded: LoadedModel, settings: Settings, metrics: Metrics) -> None:
+        self.loaded = loaded
+        self.card: ModelCard = loaded.card
+        self.name = loaded.name
+        self._settings = settings
+        self._inference_seconds = metrics.inference_seconds.labels(model=self.name)
+        self._images_generated = metrics.images_generated.labels(model=self.name)
+        # One thread per model: onnxruntime parallelises inside a run and releases the GIL.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
+        self.batcher: batching.DynamicBatcher[np.ndarray, np.ndarray] = batching.DynamicBatcher(
+            batching.array_batch_function(self._run_rows, self._executor),
+            max_batch_size=settings.max_batch_size,
+            max_batch_delay_s=settings.max_batch_delay_s,
+            max_queue_size=settings.max_queue_size,
+            observer=metrics.batch_observer(self.name),
+            name=f"model {self.name}",
+        )
+
+    @property
+    def providers(self) -> list[str]:
+        return self.loaded.providers
+
+    def start(self) -> None:
+        self.batcher.start()
+
+    async def close(self, grace_s: float) -> None:
+        await self.batcher.close(grace_s)
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _run_rows(self, latents: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        images = self.loaded.generator.generate(latents)
+        self._inference_seconds.observe(time.perf_counter() - started)
+        self._images_generated.inc(len(images))
+        return images
+
+    # -- latents -----------------------------------------------------------------------------
+
+    def latents_for_seeds(self, seeds: Sequence[int], truncation: float = 1.0) -> np.ndarray:
+        """The documented seed contract, scaled by `truncation`: `[n, latent_dim]` float32."""
+        latents = np.stack([latent_for_seed(seed, self.card.latent_dim) for seed in seeds])
+        return self._truncate(latents, truncation)
+
+    def latents_from_values(
+        self, values: Sequence[Sequence[float]], truncation: float = 1.0
+    ) -> np.ndarray:
+        """Client-given latents, checked against the model's latent_dim."""
+        for index, latent in enumerate(values):
+            if len(latent) != self.card.latent_dim:
+                where = "latent" if len(values) == 1 else f"latents[{index}]"
+                raise InvalidInput(
+                    f"{where} has {len(latent)} values; model {self.name} needs "
+                    f"latent_dim={self.card.latent_dim}"
+                )
+        return self._truncate(np.asarray(values, dtype=np.float32), truncation)
+
+    @staticmethod
+    def _truncate(latents: np.ndarray, truncation: float) -> np.ndarray:
+        if truncation == 1.0:
+            return latents
+        return latents * np.float32(truncation)
+
+    # -- images ------------------------------------------------------------------------------
+
+    async def images(self, latents: np.ndarray) -> list[np.ndarray]:
+        """uint8 `[H, W, C]` images for `latents`, through the batcher."""
+        try:
+            return await self.batcher.submit(
+                list(latents), timeout_s=self._settings.request_timeout_s
+            )
+        except batching.QueueFull as error:
+            raise QueueFull(f"model {self.name} is busy: {error}") from error
+        except batching.DeadlineExceeded as error:
+            raise DeadlineExceeded(
+                f"model {self.name}: request not done within "
+                f"{self._settings.request_timeout_ms:g} ms"
+            ) from error
+        except batching.BatcherClosed as error:
+            raise ShuttingDown(f"model {self.name} is shutting down") from error
+        except Exception as error:
+            logger.exception("model %s: inference failed", self.name)
+            raise InferenceFailed(f"model {self.name}: inference failed") from error
+
+    def image_etag(self, seed: int, truncation: float, scale: int) -> str:
+        """Strong ETag of a seeded image: its bytes depend only on these and the model file."""
+        key = f"{self.card.onnx.sha256}:{seed}:{truncation!r}:{scale}"
+        return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
+
+    def info(self) -> dict[str, Any]:
+        card = self.card
+        return {
+            "name": card.name,
+            "version": card.version,
+            "kind": card.kind,
+            "description": card.description,
+            "latent_dim": card.latent_dim,
+            "image": card.image.model_dump(mode="json"),
+            "dataset": card.dataset,
+            "training": card.training,
+            "metrics": card.metrics,
+            "onnx": card.onnx.model_dump(mode="json"),
+            "providers": self.providers,
+        }
+
+
+async def encode_pngs(images: Sequence[np.ndarray], scale: int = 1) -> list[bytes]:
+    """PNG bytes of each image, encoded in a worker thread."""
+    return await asyncio.to_thread(lambda: [imaging.encode_png(image, scale) for image in images])
+
+
+async def encode_grid_png(
+    images: Sequence[np.ndarray], columns: int | None = None, scale: int = 1
+) -> bytes:
+    """One grid PNG of the images, encoded in a worker thread."""
+    return await asyncio.to_thread(imaging.encode_grid_png, images, columns, scale)
+
+
+class DataPlane:
+    """All served models and the service's phase (starting, ready, draining, stopped)."""
+
+    def __init__(self, settings: Settings, metrics: Metrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.models: dict[str, ServedModel] = {}
+        self.invalid_models: list[str] = []
+        self.phase = Phase.STARTING
+
+    @property
+    def ready(self) -> bool:
+        return self.phase is Phase.READY and bool(self.models)
+
+    async def start(self) -> None:
+        """Verify, load and warm up every model (in a worker thread), then start batching."""
+        settings = self.settings
+        plan = plan_providers(settings.providers, settings.device_id)
+        started = time.perf_counter()
+        result = await asyncio.to_thread(
+            load_models,
+            settings.models_dir,
+            plan,
+            intra_op_threads=settings.intra_op_threads,
+            batch_padding=settings.batch_padding,
+            max_batch_size=settings.max_batch_size,
+            skip_invalid=settings.skip_invalid_models,
+        )
+        self.invalid_models = [str(error) for error in result.invalid]
+        for name, loaded in result.models.items():
+            served = ServedModel(loaded, settings, self.metrics)
+            served.start()
+            self.models[name] = served
+        self.phase = Phase.READY
+        logger.info(
+            "ready: %d model(s) [%s] in %.2f s",
+            len(self.models),
+            ", ".join(self.models),
+            time.perf_counter() - started,
+        )
+
+    async def stop(self, grace_s: float) -> None:
+        """Refuse new work, finish queued work within `grace_s`, release the models."""
+        self.phase = Phase.DRAINING
+        await asyncio.gather(*(model.close(grace_s) for model in self.models.values()))
+        self.phase = Phase.STOPPED
+
+    def find(self, name: str) -> ServedModel:
+        """A served model by name (for descriptions); 404 when unknown."""
+        model = self.models.get(name)
+        if model is None:
+            known = ", ".join(sorted(self.models)) or "none"
+            raise ModelNotFound(f"no model named {name!r} (served: {known})")
+        return model
+
+    def serving(self, name: str) -> ServedModel:
+        """A model that may take work now; 503 when not ready or draining, 404 when unknown."""
+        if self.phase is Phase.STARTING:
+            raise NotReady("models are still loading")
+        if self.phase is not Phase.READY:
+            raise ShuttingDown("the service is shutting down")
+        return self.find(name)

@@ -1,0 +1,77 @@
+"""uint8 image arrays to PNG bytes: single images, grids, nearest-neighbour upscaling.
+
+Encoding is deterministic (fixed compression level, no timestamps or text chunks), so equal
+arrays always give equal bytes.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image
+
+PNG_COMPRESS_LEVEL = 6  # fixed, so bytes never depend on Pillow's defaults
+GRID_PADDING_PX = 2
+
+
+def upscale_nearest(image: np.ndarray, scale: int) -> np.ndarray:
+    """Repeat every pixel `scale` times along height and width (`[H, W, C]` uint8)."""
+    if scale < 1:
+        raise ValueError(f"scale must be >= 1, got {scale}")
+    if scale == 1:
+        return image
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1)
+
+
+def _to_pil(image: np.ndarray) -> Image.Image:
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected uint8 [H, W, 1|3|4], got {image.dtype} {list(image.shape)}")
+    # Pillow infers L, RGB or RGBA from a uint8 array's shape.
+    pixels = image[:, :, 0] if image.shape[2] == 1 else image
+    return Image.fromarray(np.ascontiguousarray(pixels))
+
+
+def encode_png(image: np.ndarray, scale: int = 1) -> bytes:
+    """One `[H, W, C]` uint8 image -> PNG bytes, upscaled `scale` times."""
+    buffer = io.BytesIO()
+    _to_pil(upscale_nearest(image, scale)).save(
+        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False
+    )
+    return buffer.getvalue()
+
+
+def grid_shape(count: int, columns: int | None = None) -> tuple[int, int]:
+    """(rows, columns) for `count` tiles; columns default to a near-square layout."""
+    if count < 1:
+        raise ValueError(f"a grid needs at least one image, got {count}")
+    cols = math.ceil(math.sqrt(count)) if columns is None else min(columns, count)
+    if cols < 1:
+        raise ValueError(f"columns must be >= 1, got {columns}")
+    return math.ceil(count / cols), cols
+
+
+def make_grid(
+    images: Sequence[np.ndarray], columns: int | None = None, padding_px: int = GRID_PADDING_PX
+) -> np.ndarray:
+    """Tile equal-sized `[H, W, C]` uint8 images row by row, separated by black padding."""
+    rows, cols = grid_shape(len(images), columns)
+    height, width, channels = images[0].shape
+    grid = np.zeros(
+        (rows * height + (rows - 1) * padding_px, cols * width + (cols - 1) * padding_px, channels),
+        dtype=np.uint8,
+    )
+    for index, image in enumerate(images):
+        row, col = divmod(index, cols)
+        top, left = row * (height + padding_px), col * (width + padding_px)
+        grid[top : top + height, left : left + width] = image
+    return grid
+
+
+def encode_grid_png(
+    images: Sequence[np.ndarray], columns: int | None = None, scale: int = 1
+) -> bytes:
+    """Images (each upscaled `scale` times) in one grid PNG."""
+    return encode_png(make_grid([upscale_nearest(image, scale) for image in images], columns))
