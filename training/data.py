@@ -23,9 +23,17 @@ DATASETS: tuple[str, ...] = ("fashion-mnist", "mnist")
 DATA_DIR_ENV = "IMAGEGEN_DATA_DIR"
 
 FASHION_CLASSES = (
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)  # fmt: skip
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 MNIST_CLASSES = tuple(str(d) for d in range(10))
 
 _IDX_FILES = {
@@ -60,7 +68,7 @@ class ImageDataset:
     @property
     def image_shape(self) -> tuple[int, int, int]:
         h, w, c = self.train_images.shape[1:]
-        return int(h), int(w), int(c)
+        return h, w, c
 
     def card(self) -> dict[str, Any]:
         """What the model card records about this data."""
@@ -203,7 +211,9 @@ def load_dataset(
         try:
             import keras
 
-            module = keras.datasets.fashion_mnist if name == "fashion-mnist" else keras.datasets.mnist
+            module = (
+                keras.datasets.fashion_mnist if name == "fashion-mnist" else keras.datasets.mnist
+            )
             (xt, yt), (xs, ys) = module.load_data()
             return _finish(name, {"train": (xt, yt), "test": (xs, ys)}, source="keras.datasets")
         except Exception as exc:  # offline or blocked: fall through to the next source

@@ -1,0 +1,126 @@
+"""`imagegen train | evaluate | export`: the training commands, registered on the main CLI.
+
+TensorFlow is imported only inside the commands, so `imagegen serve` never loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+KindArg = Annotated[Literal["gan", "vae"], typer.Argument(help="Which network to train.")]
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def train_command(
+    kind: KindArg,
+    dataset: Annotated[str, typer.Option(help="fashion-mnist or mnist.")] = "fashion-mnist",
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with the IDX files (default: search known places).")
+    ] = None,
+    run_dir: Annotated[
+        Path | None,
+        typer.Option(help="Run folder for checkpoints and logs [runs/<dataset>-<kind>]."),
+    ] = None,
+    epochs: Annotated[
+        int, typer.Option(min=1, help="Total epochs (a resumed run goes on to this).")
+    ] = 30,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="Global batch size, split over replicas.")
+    ] = 128,
+    latent_dim: Annotated[
+        int | None, typer.Option(min=1, help="Latent size [GAN 64, VAE 16].")
+    ] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option(help="Adam learning rate [GAN 2e-4, VAE 1e-3].")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and noise.")] = 0,
+    resume: Annotated[
+        bool, typer.Option(help="Continue the run in --run-dir from its last checkpoint.")
+    ] = False,
+    strategy: Annotated[
+        Literal["auto", "default", "mirrored", "multiworker"],
+        typer.Option(
+            help="tf.distribute strategy; auto: multi-worker with TF_CONFIG, mirrored on >1 GPU."
+        ),
+    ] = "auto",
+    cpu_devices: Annotated[
+        int, typer.Option(min=1, help="Split the CPU into N logical devices (to try mirroring).")
+    ] = 1,
+    max_train_images: Annotated[
+        int | None, typer.Option(min=1, help="Train on the first N images only (quick runs).")
+    ] = None,
+    steps_per_epoch: Annotated[
+        int | None, typer.Option(min=1, help="Cap the steps per epoch (quick runs).")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
+) -> None:
+    """Train a GAN or a VAE, with a checkpoint every epoch (resumable)."""
+    _quiet_tensorflow()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from training.train import TrainConfig, split_cpu, train
+
+    if cpu_devices > 1:
+        split_cpu(cpu_devices)
+    config = TrainConfig(
+        kind=kind,
+        dataset=dataset,
+        data_dir=str(data_dir) if data_dir else None,
+        epochs=epochs,
+        batch_size=batch_size,
+        latent_dim=latent_dim,
+        learning_rate=learning_rate,
+        seed=seed,
+        strategy=strategy,
+        max_train_images=max_train_images,
+        steps_per_epoch=steps_per_epoch,
+    )
+    target = run_dir or Path("runs") / f"{dataset}-{kind}"
+    try:
+        run = train(config, target, resume=resume, progress=progress)
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    last = run.history[-1] if run.history else {}
+    typer.echo(
+        f"trained {target}: {len(run.history)} epochs, {run.seconds:.0f} s; last {json.dumps(last)}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add the training commands to a Typer app (the `imagegen` CLI)."""
+    app.command("train")(train_command)
+    try:
+        from training.export import export_command
+    except ImportError:
+        pass
+    else:
+        app.command("export")(export_command)
+    try:
+        from training.evaluate import evaluate_cli
+    except ImportError:
+        pass
+    else:
+        app.command("evaluate")(evaluate_cli)
+
+
+app = typer.Typer(help="Train, evaluate and export the served networks.", no_args_is_help=True)
+
+
+@app.callback()
+def _main() -> None:
+    """Train, evaluate and export the served networks."""
+
+
+register(app)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,69 @@
+"""Small functional Keras builders for the served networks and their training partners.
+
+Functional models (not `Sequential`) because they export cleanly with tf2onnx.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+IMAGE_SHAPE = (28, 28, 1)
+
+
+def build_generator(latent_dim: int, width: int = 128, name: str = "generator") -> keras.Model:
+    """DCGAN generator: latent (N, latent_dim) -> image (N, 28, 28, 1) in [-1, 1] (tanh).
+
+    Channels halve at each upsampling (width, width/2, width/4): most of a DCGAN's compute
+    sits in the last, full-resolution layer, and on CPU that is what bounds training.
+    """
+    latent = keras.Input((latent_dim,), name="latent")
+    x = layers.Dense(7 * 7 * width, use_bias=False)(latent)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Reshape((7, 7, width))(x)
+    x = layers.Conv2DTranspose(width // 2, 4, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    x = layers.Conv2DTranspose(width // 4, 4, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.ReLU()(x)
+    image = layers.Conv2D(IMAGE_SHAPE[-1], 3, padding="same", activation="tanh", name="image")(x)
+    return keras.Model(latent, image, name=name)
+
+
+def build_discriminator(width: int = 64, dropout: float = 0.3) -> keras.Model:
+    """DCGAN discriminator: image in [-1, 1] -> one real/fake logit."""
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    x = layers.Conv2D(width, 4, strides=2, padding="same")(image)
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.Conv2D(width * 2, 4, strides=2, padding="same")(x)
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten()(x)
+    x = layers.Dropout(dropout)(x)
+    logit = layers.Dense(1, name="logit")(x)
+    return keras.Model(image, logit, name="discriminator")
+
+
+def build_encoder(latent_dim: int, name: str = "encoder") -> keras.Model:
+    """VAE encoder: image in [0, 1] -> (z_mean, z_log_var)."""
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    x = layers.Conv2D(32, 3, strides=2, padding="same", activation="relu")(image)
+    x = layers.Conv2D(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Flatten()(x)
+    x = layers.Dense(256, activation="relu")(x)
+    z_mean = layers.Dense(latent_dim, name="z_mean")(x)
+    z_log_var = layers.Dense(latent_dim, name="z_log_var")(x)
+    return keras.Model(image, [z_mean, z_log_var], name=name)
+
+
+def build_decoder(latent_dim: int, name: str = "decoder") -> keras.Model:
+    """VAE decoder: latent -> image in [0, 1] (sigmoid); this is what the service serves."""
+    latent = keras.Input((latent_dim,), name="latent")
+    x = layers.Dense(256, activation="relu")(latent)
+    x = layers.Dense(7 * 7 * 64, activation="relu")(x)
+    x = layers.Reshape((7, 7, 64))(x)
+    x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
+    x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(x)
+    image = layers.Conv2D(IMAGE_SHAPE[-1], 3, padding="same", activation="sigmoid", name="image")(x)
+    return keras.Model(latent, image, name=name)
