@@ -7,6 +7,7 @@ the environment.
 from __future__ import annotations
 
 import logging
+import signal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,8 +61,14 @@ def run_server(settings: Settings) -> int:
         log_config=None,
     )
     server = uvicorn.Server(config)
+    # uvicorn handles SIGTERM/SIGINT itself, then re-raises the signal to the handler that was
+    # installed before it. A no-op handler there makes a graceful stop exit with status 0.
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, lambda signum, frame: None)
     server.run()
-    return 0 if server.started else STARTUP_FAILURE_EXIT_CODE
+    if not server.started:
+        return STARTUP_FAILURE_EXIT_CODE
+    return 0
 
 
 @app.command()
