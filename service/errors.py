@@ -76,6 +76,13 @@ class InvalidInput(ServiceError):
     error_type = "invalid_input"
 
 
+class ClientClosedRequest(ServiceError):
+    """The client went away before its answer was ready (nginx's 499; nobody reads it)."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+
+
 class InferenceFailed(ServiceError):
     status_code = 500
     error_type = "inference_failed"

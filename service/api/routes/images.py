@@ -11,6 +11,7 @@ from fastapi import APIRouter, Header, Query, Request
 from starlette.responses import JSONResponse, Response
 
 from service.api.deps import ServingModelDep, SettingsDep, openapi_body, parse_body
+from service.api.disconnect import cancel_on_disconnect
 from service.api.negotiation import negotiate
 from service.api.schemas import (
     MAX_SCALE,
@@ -77,7 +78,7 @@ async def generate(served: ServingModelDep, request: Request) -> Response:
             seed = secrets.randbelow(MAX_SEED)
         latents = served.latents_for_seeds([seed], body.truncation)
     _check_output_size(served, 1, body.scale, None)
-    (image,) = await served.images(latents)
+    (image,) = await cancel_on_disconnect(request, served.images(latents))
     (png,) = await encode_pngs([image], body.scale)
     headers = _model_headers(served)
     if seed is not None:
@@ -132,7 +133,8 @@ async def seeded_image(
     if _etag_matches(if_none_match, etag):
         return Response(status_code=304, headers=headers)
     _check_output_size(served, 1, scale, None)
-    (image,) = await served.images(served.latents_for_seeds([seed_value], truncation))
+    latents = served.latents_for_seeds([seed_value], truncation)
+    (image,) = await cancel_on_disconnect(request, served.images(latents))
     (png,) = await encode_pngs([image], scale)
     return Response(content=png, media_type=PNG, headers=headers)
 
@@ -173,7 +175,7 @@ async def generate_batch(
         _check_output_size(served, len(seeds), body.scale, body.columns)
     else:
         _check_output_size(served, 1, body.scale, None)
-    images = await served.images(latents)
+    images = await cancel_on_disconnect(request, served.images(latents))
     if media_type == PNG:
         grid = await encode_grid_png(images, body.columns, body.scale)
         if seeds[0] is not None:
