@@ -74,8 +74,8 @@ class ImageDataset:
         """What the model card records about this data."""
         return {
             "name": self.name,
-            "train_size": int(len(self.train_images)),
-            "test_size": int(len(self.test_images)),
+            "train_size": len(self.train_images),
+            "test_size": len(self.test_images),
             "source": self.source,
             "classes": list(self.class_names),
             **({"notes": self.notes} if self.notes else {}),

@@ -224,6 +224,10 @@ def train(
     images = data.train_images[: config.max_train_images]
     strategy = make_strategy(config.strategy)
     run = Run(run_dir, config, strategy)
+    log.info(
+        "training %s on %s (%d images) with %s over %d replica(s)",
+        config.kind, data.name, len(images), type(strategy).__name__, strategy.num_replicas_in_sync,
+    )
     start_epoch = run.restore() if resume and has_checkpoint else 0
     if start_epoch:
         log.info("resuming %s at epoch %d of %d", run_dir, start_epoch, config.epochs)
