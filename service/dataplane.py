@@ -29,8 +29,8 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.runtime.card import ModelCard, latent_for_seed
-from service.runtime.providers import plan_providers
-from service.runtime.registry import LoadedModel, load_models
+from service.runtime.providers import ProviderUnavailable, plan_providers
+from service.runtime.registry import LoadedModel, ModelLoadError, load_models
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -180,17 +180,21 @@ class DataPlane:
     async def start(self) -> None:
         """Verify, load and warm up every model (in a worker thread), then start batching."""
         settings = self.settings
-        plan = plan_providers(settings.providers, settings.device_id)
         started = time.perf_counter()
-        result = await asyncio.to_thread(
-            load_models,
-            settings.models_dir,
-            plan,
-            intra_op_threads=settings.intra_op_threads,
-            batch_padding=settings.batch_padding,
-            max_batch_size=settings.max_batch_size,
-            skip_invalid=settings.skip_invalid_models,
-        )
+        try:
+            plan = plan_providers(settings.providers, settings.device_id)
+            result = await asyncio.to_thread(
+                load_models,
+                settings.models_dir,
+                plan,
+                intra_op_threads=settings.intra_op_threads,
+                batch_padding=settings.batch_padding,
+                max_batch_size=settings.max_batch_size,
+                skip_invalid=settings.skip_invalid_models,
+            )
+        except (ModelLoadError, ProviderUnavailable) as error:
+            logger.error("cannot start: %s", error)
+            raise
         self.invalid_models = [str(error) for error in result.invalid]
         for name, loaded in result.models.items():
             served = ServedModel(loaded, settings, self.metrics)

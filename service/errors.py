@@ -139,7 +139,7 @@ def describe_validation_errors(errors: Any) -> str:
     parts = []
     for error in list(errors)[:5]:
         location = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        message = str(error.get("msg", "invalid value"))
+        message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
         parts.append(f"{location}: {message}" if location else message)
     if len(errors) > 5:
         parts.append(f"... and {len(errors) - 5} more")
