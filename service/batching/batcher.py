@@ -151,7 +151,9 @@ class DynamicBatcher(Generic[InT, OutT]):
             items=items,
             future=loop.create_future(),
             enqueued_at=time.monotonic(),
-            start_now=not self._queue and self._running_batches < self.max_concurrent_batches,
+            # Abandoned requests may still sit in the deque; only live items count.
+            start_now=self._queued_items == 0
+            and self._running_batches < self.max_concurrent_batches,
         )
         if timeout_s is not None:
             request.timer = loop.call_later(max(timeout_s, 0.0), self._expire, request, timeout_s)

@@ -197,6 +197,22 @@ async def test_cancelled_request_is_dropped_before_compute() -> None:
     await batcher.close()
 
 
+async def test_lone_request_after_a_cancelled_one_still_runs_at_once() -> None:
+    model = Model()
+    batcher = make(model)
+    gate, busy = await occupy(batcher, model)
+    doomed = asyncio.create_task(batcher.submit([5]))
+    await wait_queued(batcher, 1)
+    doomed.cancel()
+    model.gate = None
+    gate.set()
+    await busy
+    # The cancelled request may linger in the deque, but the queue counts as empty.
+    assert await asyncio.wait_for(batcher.submit([6]), PATIENCE_S) == [60]
+    assert model.batches == [[0], [6]]
+    await batcher.close()
+
+
 async def test_batch_error_reaches_every_waiter_of_the_batch() -> None:
     model = Model()
     batcher = make(model, max_batch_delay_s=SHORT_DELAY_S)
