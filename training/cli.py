@@ -95,6 +95,29 @@ def train_command(
     )
 
 
+def evaluate_cli(
+    target: Annotated[
+        Path, typer.Argument(help="A model folder (models/<name>, ONNX) or a training run folder.")
+    ],
+    dataset: Annotated[
+        str | None, typer.Option(help="Data set to score against [from the card or run].")
+    ] = None,
+    num_samples: Annotated[int, typer.Option(min=100, help="Generated images to score.")] = 10000,
+    seed: Annotated[int, typer.Option(help="First seed of the generated images.")] = 0,
+    output: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+) -> None:
+    """Score a model against real data (FD, precision/recall, density/coverage, classes)."""
+    _quiet_tensorflow()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    from training.evaluate import evaluate_command
+
+    try:
+        evaluate_command(target, dataset, num_samples, seed, output)
+    except (FileNotFoundError, ValueError) as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+
+
 def register(app: typer.Typer) -> None:
     """Add the training commands to a Typer app (the `imagegen` CLI)."""
     app.command("train")(train_command)
@@ -104,12 +127,7 @@ def register(app: typer.Typer) -> None:
         pass
     else:
         app.command("export")(export_command)
-    try:
-        from training.evaluate import evaluate_cli
-    except ImportError:
-        pass
-    else:
-        app.command("evaluate")(evaluate_cli)
+    app.command("evaluate")(evaluate_cli)
 
 
 app = typer.Typer(help="Train, evaluate and export the served networks.", no_args_is_help=True)

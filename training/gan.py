@@ -16,7 +16,7 @@ import tensorflow as tf
 from training.networks import build_discriminator, build_generator
 
 
-class GAN(keras.Model):  # type: ignore[misc]
+class GAN(keras.Model):
     """Generator, discriminator and the EMA copy of the generator that is exported."""
 
     kind = "gan"

@@ -226,7 +226,11 @@ def train(
     run = Run(run_dir, config, strategy)
     log.info(
         "training %s on %s (%d images) with %s over %d replica(s)",
-        config.kind, data.name, len(images), type(strategy).__name__, strategy.num_replicas_in_sync,
+        config.kind,
+        data.name,
+        len(images),
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
     )
     start_epoch = run.restore() if resume and has_checkpoint else 0
     if start_epoch:

@@ -24,7 +24,7 @@ def vae_loss_terms(
     return tf.reduce_mean(nll), tf.reduce_mean(kl)
 
 
-class VAE(keras.Model):  # type: ignore[misc]
+class VAE(keras.Model):
     """Encoder q(z|x), decoder p(x|z), standard normal prior: the seed contract's latent."""
 
     kind = "vae"
