@@ -1,4 +1,4 @@
-"""uint8 image arrays to PNG bytes: single images, grids, nearest-neighbour upscaling.
+"""uint8 image arrays to PNG bytes (single images, grids) and animated GIFs; upscaling.
 
 Encoding is deterministic (fixed compression level, no timestamps or text chunks), so equal
 arrays always give equal bytes.
@@ -9,12 +9,15 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
 
 PNG_COMPRESS_LEVEL = 6  # fixed, so bytes never depend on Pillow's defaults
 GRID_PADDING_PX = 2
+
+FrameT = TypeVar("FrameT")
 
 
 def upscale_nearest(image: np.ndarray, scale: int) -> np.ndarray:
@@ -75,3 +78,37 @@ def encode_grid_png(
 ) -> bytes:
     """Images (each upscaled `scale` times) in one grid PNG."""
     return encode_png(make_grid([upscale_nearest(image, scale) for image in images], columns))
+
+
+def ping_pong(frames: Sequence[FrameT]) -> list[FrameT]:
+    """Frames forward then back, without repeating the two ends: a seamless loop."""
+    return [*frames, *frames[-2:0:-1]]
+
+
+def encode_gif(
+    images: Sequence[np.ndarray],
+    scale: int = 1,
+    frame_duration_ms: int = 100,
+    bounce: bool = True,
+) -> bytes:
+    """An endlessly looping animated GIF of the images, played forward and back if `bounce`.
+
+    Grayscale frames keep their exact values; colour frames get an adaptive 256-colour palette
+    each. Pillow folds identical consecutive frames into one longer frame.
+    """
+    if not images:
+        raise ValueError("an animation needs at least one image")
+    frames = [_to_pil(upscale_nearest(image, scale)) for image in images]
+    if bounce:
+        frames = ping_pong(frames)
+    buffer = io.BytesIO()
+    frames[0].save(
+        buffer,
+        format="GIF",
+        save_all=True,
+        append_images=frames[1:],
+        duration=frame_duration_ms,
+        loop=0,
+        optimize=False,
+    )
+    return buffer.getvalue()
