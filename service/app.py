@@ -14,7 +14,8 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
-from service.api.routes import health, images, models
+from service.api.routes import health, images, latents, models
+from service.api.routes.playground import mount_playground
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.metrics import Metrics
@@ -52,6 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(images.router)
+    app.include_router(latents.router)
+    mount_playground(app)
     # The last added middleware runs first: metrics see every answer, then the key, then size.
     app.add_middleware(
         BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics

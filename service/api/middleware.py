@@ -11,6 +11,13 @@ from service.errors import PayloadTooLarge, ServiceError, Unauthorized, error_re
 from service.metrics import Metrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"})
+# The playground page and its assets hold no data; the key guards the API calls it makes.
+OPEN_PREFIXES = ("/static/",)
+PLAYGROUND_PATH = "/"
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path == PLAYGROUND_PATH or path.startswith(OPEN_PREFIXES)
 
 
 class MetricsMiddleware:
@@ -60,7 +67,7 @@ class ApiKeyMiddleware:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or _is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
         header = dict(scope["headers"]).get(b"authorization", b"")

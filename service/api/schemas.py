@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from service.interpolation import Method
 from service.runtime.card import MAX_SEED
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
@@ -157,3 +158,78 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+# -- latent space: a seed's latent, interpolation ------------------------------------------
+
+MAX_INTERPOLATION_STEPS = 64
+
+
+class SeedLatent(BaseModel):
+    model: str
+    seed: int
+    latent_dim: int
+    latent: list[float] = Field(description="The seed's latent (float32 values), as in section 3.")
+
+
+class LatentPoint(BaseModel):
+    """One end of an interpolation: exactly one of `seed` or `latent`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: Seed | None = None
+    latent: Latent | None = None
+
+    @model_validator(mode="after")
+    def _seed_or_latent(self) -> LatentPoint:
+        if (self.seed is None) == (self.latent is None):
+            raise ValueError("give exactly one of seed or latent")
+        return self
+
+
+class InterpolateRequest(BaseModel):
+    """Frames along a path in latent space from `start` to `end` (both ends included)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start: LatentPoint
+    end: LatentPoint
+    steps: int = Field(
+        default=8,
+        strict=True,
+        ge=2,
+        le=MAX_INTERPOLATION_STEPS,
+        description="Frames, including start and end.",
+    )
+    method: Method = Field(
+        default="slerp", description="slerp: along the great circle (default); lerp: straight."
+    )
+    truncation: Truncation = 1.0
+    scale: Scale = 1
+    columns: int | None = Field(
+        default=None, strict=True, ge=1, description="Strip (image/png) columns; default one row."
+    )
+    frame_duration_ms: int = Field(
+        default=100, strict=True, ge=20, le=10_000, description="GIF time per frame (ms)."
+    )
+    bounce: bool = Field(default=True, description="GIF plays forward then back (ping-pong).")
+
+
+class InterpolationFrame(BaseModel):
+    index: int
+    t: float = Field(description="Position on the path: 0 = start, 1 = end.")
+    png_base64: str
+
+
+class InterpolateResponse(BaseModel):
+    model: str
+    version: str
+    method: str
+    steps: int
+    width: int
+    height: int
+    truncation: float
+    scale: int
+    start_seed: int | None = Field(description="The start's seed, or null for a latent.")
+    end_seed: int | None = Field(description="The end's seed, or null for a latent.")
+    frames: list[InterpolationFrame]
