@@ -1,0 +1,146 @@
+"""Start-to-ready time and resident memory of `imagegen serve` on a models folder.
+
+Starts the real server as a subprocess (the way users do), polls /readyz until it says
+200, then reads the process's resident memory (VmRSS, and its peak VmHWM) from /proc and
+checks that no TensorFlow library is mapped into it. Repeats, prints a table, and writes
+it into docs/benchmarks.md between the `startup` markers (the rest of the file is kept).
+
+    python -m benchmarks.startup [--models-dir models] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+BEGIN, END = "<!-- startup:begin -->", "<!-- startup:end -->"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def proc_status_kib(pid: int, field: str) -> int:
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return int(match.group(1)) if match else 0
+
+
+def one_run(models_dir: Path, timeout_s: float = 120.0) -> dict[str, float | bool]:
+    port = free_port()
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--models-dir",
+            str(models_dir),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() - started > timeout_s:
+                raise TimeoutError("server not ready in time")
+            time.sleep(0.02)
+        ready_s = time.monotonic() - started
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        return {
+            "ready_s": ready_s,
+            "rss_mib": proc_status_kib(proc.pid, "VmRSS") / 1024,
+            "peak_rss_mib": proc_status_kib(proc.pid, "VmHWM") / 1024,
+            "tensorflow_mapped": "tensorflow" in maps,
+        }
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def write_section(doc: Path, text: str) -> None:
+    old = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmarks\n"
+    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
+    else:
+        new = old.rstrip() + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(new, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--doc", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--no-write", action="store_true", help="Print only.")
+    args = parser.parse_args()
+    models = sorted(p.parent.name for p in args.models_dir.glob("*/model.json"))
+    runs = [one_run(args.models_dir) for _ in range(args.runs)]
+    ready = [float(r["ready_s"]) for r in runs]
+    rss = [float(r["rss_mib"]) for r in runs]
+    peak = [float(r["peak_rss_mib"]) for r in runs]
+    tf_mapped = any(bool(r["tensorflow_mapped"]) for r in runs)
+    text = "\n".join(
+        [
+            "## Start-up time and memory",
+            "",
+            f"`imagegen serve` on `{args.models_dir}` ({len(models)} models: {', '.join(models)}), "
+            f"{args.runs} cold starts, from process spawn to the first 200 from `/readyz` "
+            "(every model verified, loaded and warmed up).",
+            "",
+            "| start-to-ready s (median, min-max) | resident MiB (median) "
+            "| peak resident MiB (median) | TensorFlow in process |",
+            "|---|---|---|---|",
+            f"| {statistics.median(ready):.2f} ({min(ready):.2f}-{max(ready):.2f}) | "
+            f"{statistics.median(rss):.0f} | {statistics.median(peak):.0f} | "
+            f"{'**yes**' if tf_mapped else 'no (no TensorFlow library mapped)'} |",
+            "",
+            f"Machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}. "
+            "Rerun: `python -m benchmarks.startup`.",
+        ]
+    )
+    print(text)
+    if not args.no_write:
+        write_section(args.doc, text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Write docs/quality.md from the quality reports in the shipped models' cards.
+
+Run after exporting: `python -m training.report` (reads models/*/model.json). Nothing is
+re-measured here; every figure is the one the export step measured on the ONNX file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from service.runtime.card import CARD_FILENAME, SAMPLES_FILENAME, ModelCard
+
+METRICS = (
+    ("frechet_distance", "FD", "{:.2f}"),
+    ("precision", "precision", "{:.3f}"),
+    ("recall", "recall", "{:.3f}"),
+    ("density", "density", "{:.3f}"),
+    ("coverage", "coverage", "{:.3f}"),
+    ("class_kl_from_uniform", "KL(classes‖uniform)", "{:.4f}"),
+    ("min_class_fraction", "min class", "{:.3f}"),
+    ("max_class_fraction", "max class", "{:.3f}"),
+)
+REFERENCE_ROWS = (
+    ("real_train_vs_test", "real: 10k train vs test (floor)"),
+    ("blur_sigma_0.5", "test blurred, sigma 0.5"),
+    ("blur_sigma_1", "test blurred, sigma 1"),
+    ("three_classes_removed", "test without 3 classes"),
+)
+
+
+def _row(label: str, metrics: dict[str, Any]) -> str:
+    cells = [fmt.format(metrics[key]) if key in metrics else "-" for key, _, fmt in METRICS]
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _header() -> list[str]:
+    names = [name for _, name, _ in METRICS]
+    return ["| samples | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+
+
+def quality_checks(card: ModelCard, others: dict[str, ModelCard]) -> list[tuple[str, bool]]:
+    """The issue's quality bar for this model, each as (statement, met)."""
+    quality = card.metrics.get("quality", {})
+    gen, ref = quality.get("generated", {}), quality.get("reference", {})
+    if not gen:
+        return []
+    fd = gen["frechet_distance"]
+    checks: list[tuple[str, bool]] = []
+    memo = gen.get("memorisation", {})
+    if card.kind == "gan":
+        removed = ref["three_classes_removed"]["frechet_distance"]
+        checks += [
+            (
+                f"FD {fd:.2f} <= half the 3-classes-removed point ({removed / 2:.2f})",
+                fd <= removed / 2,
+            ),
+            (f"precision {gen['precision']:.3f} >= 0.65", gen["precision"] >= 0.65),
+            (f"recall {gen['recall']:.3f} >= 0.6", gen["recall"] >= 0.6),
+            (f"coverage {gen['coverage']:.3f} >= 0.6", gen["coverage"] >= 0.6),
+            (
+                f"every class between 5% and 15% (min {gen['min_class_fraction']:.3f}, "
+                f"max {gen['max_class_fraction']:.3f})",
+                gen["min_class_fraction"] >= 0.05 and gen["max_class_fraction"] <= 0.15,
+            ),
+            (
+                f"FD {fd:.2f} vs the sigma-0.5 blur point "
+                f"{ref['blur_sigma_0.5']['frechet_distance']:.2f} (aim)",
+                fd <= ref["blur_sigma_0.5"]["frechet_distance"],
+            ),
+        ]
+        vae = next(
+            (
+                o
+                for o in others.values()
+                if o.kind == "vae" and o.dataset.get("name") == card.dataset.get("name")
+            ),
+            None,
+        )
+        if vae is not None and vae.metrics.get("quality"):
+            vae_fd = vae.metrics["quality"]["generated"]["frechet_distance"]
+            checks.append((f"GAN FD {fd:.2f} < VAE ({vae.name}) FD {vae_fd:.2f}", fd < vae_fd))
+    else:
+        blur1 = ref["blur_sigma_1"]["frechet_distance"]
+        present = sum(1 for v in gen["class_histogram"] if v > 0)
+        checks += [
+            (f"FD {fd:.2f} < sigma-1 blur point {blur1:.2f}", fd < blur1),
+            (f"all 10 classes present ({present} present)", present == 10),
+        ]
+    if memo:
+        checks.append(
+            (
+                f"no memorisation ({memo['fraction_below_threshold']:.4f} of samples closer to a "
+                f"train image than the 1st percentile of test images; test "
+                f"{memo['test_fraction_below_threshold']:.4f})",
+                not memo["suspected"],
+            )
+        )
+    return checks
+
+
+def model_section(
+    card: ModelCard, model_dir: Path, docs_dir: Path, others: dict[str, ModelCard]
+) -> list[str]:
+    quality = card.metrics.get("quality")
+    samples = Path(os.path.relpath(model_dir / SAMPLES_FILENAME, docs_dir))
+    training = card.training
+    lines = [
+        f"## {card.name} ({card.kind}, version {card.version})",
+        "",
+        card.description,
+        "",
+        f"Trained {training.get('epochs')} epochs ({training.get('steps')} steps, "
+        f"{training.get('seconds', 0) / 60:.0f} min on {training.get('machine', '?')}), "
+        f"data: {card.dataset.get('source')} ({card.dataset.get('train_size')} train / "
+        f"{card.dataset.get('test_size')} test); code {training.get('code_revision')}.",
+        "",
+        f"![{card.name} samples, seeds 0..63]({samples})",
+        "",
+    ]
+    if not quality:
+        return [*lines, "_Not evaluated yet._", ""]
+    lines += [
+        f"Evaluated on the ONNX file: {quality['num_samples']} samples "
+        f"({quality.get('latents', '')}); "
+        f"classifier {quality['classifier'].get('version')} "
+        f"(test accuracy {quality['classifier'].get('test_accuracy', 0):.4f}).",
+        "",
+        *_header(),
+        _row(f"**{card.name}**", quality["generated"]),
+        *[_row(label, quality["reference"][key]) for key, label in REFERENCE_ROWS],
+        "",
+    ]
+    checks = quality_checks(card, others)
+    if checks:
+        lines += ["Quality bar:", ""]
+        lines += [f"- {'met' if ok else '**missed**'}: {text}" for text, ok in checks]
+        lines.append("")
+    return lines
+
+
+def write_quality_doc(models_dir: Path, out: Path) -> str:
+    cards = {
+        path.parent.name: ModelCard.load(path)
+        for path in sorted(models_dir.glob(f"*/{CARD_FILENAME}"))
+    }
+    lines = [
+        "# Model quality",
+        "",
+        "Every figure below was measured by `imagegen evaluate` (training/evaluate.py) on the",
+        "exported ONNX file that the service serves, and is copied from the model's card",
+        "(`models/<name>/model.json`, `metrics.quality`). Regenerate this page with",
+        "`python -m training.report` after `imagegen export`; rerun one evaluation with",
+        "`imagegen evaluate models/<name>`.",
+        "",
+        "How to read it: features are the penultimate layer of a classifier trained by the",
+        "project on the same data set. FD is the Frechet distance of those features between",
+        "the generated images and the test set; precision/recall (k=3) and density/coverage",
+        "(k=5) are the k-NN measures of Kynkäänniemi et al. and Naeem et al. The four real",
+        "rows are the calibration points from the same evaluator and run: a perfect generator",
+        "scores like the first row; blurred and class-dropped test sets show what visible",
+        "flaws cost.",
+        "",
+    ]
+    for name, card in cards.items():
+        lines += model_section(card, models_dir / name, out.parent, cards)
+    text = "\n".join(lines)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return text
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models-dir", type=Path, default=Path("models"))
+    parser.add_argument("--out", type=Path, default=Path("docs/quality.md"))
+    args = parser.parse_args()
+    write_quality_doc(args.models_dir, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
