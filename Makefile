@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 LOCK := requirements.lock
-# Debian packages the test suite needs (the Fashion-MNIST IDX files for the training tests).
-SYSTEM_PACKAGES := dataset-fashion-mnist
+# Debian packages the test suite needs (Fashion-MNIST IDX files for the training tests,
+# chromium for the playground's browser tests).
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: serve install install-dev system-deps test lint pytest format train-all clean
