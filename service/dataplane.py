@@ -29,7 +29,7 @@ from service.errors import (
 )
 from service.metrics import Metrics
 from service.runtime.card import ModelCard, latent_for_seed
-from service.runtime.providers import ProviderUnavailable, plan_providers
+from service.runtime.providers import ProviderUnavailable, plan_for_settings
 from service.runtime.registry import LoadedModel, ModelLoadError, load_models
 from service.settings import Settings
 
@@ -182,7 +182,7 @@ class DataPlane:
         settings = self.settings
         started = time.perf_counter()
         try:
-            plan = plan_providers(settings.providers, settings.device_id)
+            plan = plan_for_settings(settings)
             result = await asyncio.to_thread(
                 load_models,
                 settings.models_dir,

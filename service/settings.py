@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ProviderChoice = Literal["auto", "cpu", "cuda"]
+ProviderChoice = Literal["auto", "cpu", "cuda", "tensorrt"]
+CudnnConvAlgoSearch = Literal["DEFAULT", "HEURISTIC", "EXHAUSTIVE"]
 BatchPadding = Literal["auto", "always", "never"]
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
 
@@ -29,9 +30,26 @@ class Settings(BaseSettings):
     providers: ProviderChoice = Field(
         default="auto",
         description="onnxruntime execution providers: 'auto' (CUDA when usable, else CPU), "
-        "'cpu', or 'cuda' (start-up fails when CUDA is unusable; never a silent fallback).",
+        "'cpu', 'cuda' (start-up fails when CUDA is unusable; never a silent fallback), or "
+        "'tensorrt' (opt-in: TensorRT, then CUDA for what it cannot run; fails when unusable).",
     )
     device_id: int = Field(default=0, ge=0, description="CUDA device index (GPU ordinal).")
+    cuda_mem_limit_mb: int = Field(
+        default=0,
+        ge=0,
+        description="Cap on the CUDA memory arena of each model's session (MiB); 0 = no cap.",
+    )
+    cudnn_conv_algo_search: CudnnConvAlgoSearch = Field(
+        default="DEFAULT",
+        description="cuDNN convolution algorithm choice: 'DEFAULT' (fixed, so a seed's bytes "
+        "are the same after every restart), 'HEURISTIC', or 'EXHAUSTIVE' (benchmarks at "
+        "start-up and may pick other kernels in another process).",
+    )
+    tensorrt_cache_dir: Path | None = Field(
+        default=None,
+        description="providers=tensorrt: folder that keeps built TensorRT engines between "
+        "starts (and so the same engine, and bytes); unset = build them at every start.",
+    )
     intra_op_threads: int = Field(
         default=0, ge=0, description="onnxruntime intra-op threads per model; 0 = its default."
     )
@@ -88,6 +106,11 @@ class Settings(BaseSettings):
     @classmethod
     def _lower_case(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("cudnn_conv_algo_search", mode="before")
+    @classmethod
+    def _upper_case(cls, value: object) -> object:
+        return value.strip().upper() if isinstance(value, str) else value
 
     @field_validator("api_key", mode="before")
     @classmethod

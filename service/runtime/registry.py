@@ -172,10 +172,11 @@ def load_model(
         raise InvalidModel(onnx_path, f"onnxruntime cannot load it: {error}") from error
     check_signature(session, card, onnx_path)
     check_providers_in_use(plan, session.get_providers(), card.name)
-    pad = batch_padding == "always" or (
-        batch_padding == "auto" and "CUDAExecutionProvider" in session.get_providers()
+    on_cuda = "CUDAExecutionProvider" in session.get_providers()
+    pad = batch_padding == "always" or (batch_padding == "auto" and on_cuda)
+    generator = ImageGenerator(
+        session, card, pad_to_rows=max_batch_size if pad else None, io_binding=on_cuda
     )
-    generator = ImageGenerator(session, card, pad_to_rows=max_batch_size if pad else None)
     warm_up(generator, onnx_path, max_batch_size)
     return LoadedModel(
         name=card.name,
