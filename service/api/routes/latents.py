@@ -9,10 +9,11 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
+from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
 
 from service import imaging
-from service.api.deps import ServingModelDep, SettingsDep, openapi_body, parse_body
+from service.api.deps import ServingModelDep, SettingsDep, parse_body
 from service.api.disconnect import cancel_on_disconnect
 from service.api.negotiation import negotiate
 from service.api.routes.images import JSON, MAX_OUTPUT_PIXELS, PNG
@@ -36,6 +37,26 @@ _SEED_PATTERN = re.compile(r"[0-9]{1,19}")
 _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse} for status in (400, 401, 404, 406, 413, 422, 503, 504)
 }
+
+
+def _standalone_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """`model`'s JSON schema with its `$defs` inlined: `#/$defs/...` means nothing in OpenAPI."""
+    schema = model.model_json_schema()
+    definitions = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                rest = {key: value for key, value in node.items() if key != "$ref"}
+                return inline(definitions[ref.removeprefix("#/$defs/")] | rest)
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    inlined: dict[str, Any] = inline(schema)
+    return inlined
 
 
 def _headers(served: ServedModel) -> dict[str, str]:
@@ -100,7 +121,7 @@ def _check_output_size(served: ServedModel, body: InterpolateRequest, media_type
 
 _INTERPOLATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
-        "content": {PNG: {}, GIF: {}, JSON: {"schema": InterpolateResponse.model_json_schema()}},
+        "content": {PNG: {}, GIF: {}, JSON: {"schema": _standalone_schema(InterpolateResponse)}},
         "description": "A strip PNG (default), a looping animated GIF, or JSON frames.",
     },
     **_ERRORS,
@@ -111,7 +132,12 @@ _INTERPOLATE_RESPONSES: dict[int | str, dict[str, Any]] = {
     "/interpolate",
     response_class=Response,
     responses=_INTERPOLATE_RESPONSES,
-    openapi_extra=openapi_body(InterpolateRequest),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _standalone_schema(InterpolateRequest)}},
+        }
+    },
 )
 async def interpolate_latents(
     served: ServingModelDep, request: Request, settings: SettingsDep

@@ -15,7 +15,7 @@ from starlette.staticfiles import StaticFiles
 STATIC_PACKAGE = ("service", "static")
 PLAYGROUND_CSP = (
     "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    "connect-src 'self' blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 
 
