@@ -118,6 +118,10 @@ def serve(
     raise typer.Exit(run_server(settings))
 
 
+from service.fp16_cli import fp16_command  # noqa: E402 (onnx is imported only when it runs)
+
+app.command("fp16")(fp16_command)
+
 try:
     from training.cli import register as _register_training
 except ImportError:  # the train extra is optional
