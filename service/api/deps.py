@@ -10,9 +10,15 @@ from typing import Annotated, TypeVar
 
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 from service.dataplane import DataPlane, ServedModel
-from service.errors import InvalidInput, MalformedJSON, describe_validation_errors
+from service.errors import (
+    ClientClosedRequest,
+    InvalidInput,
+    MalformedJSON,
+    describe_validation_errors,
+)
 from service.settings import Settings
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
@@ -50,7 +56,11 @@ async def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
     The body is parsed here rather than by FastAPI so malformed JSON gets its own status and
     NaN or Infinity literals reach our float32 checks.
     """
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        # Not a server fault: the client hung up half-way through its body.
+        raise ClientClosedRequest("the client closed the connection mid-body") from None
     try:
         return schema.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError as error:
