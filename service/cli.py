@@ -118,6 +118,10 @@ def serve(
     raise typer.Exit(run_server(settings))
 
 
+from service.loadtest.cli import loadtest_command  # noqa: E402 (typer and stdlib only)
+
+app.command("loadtest")(loadtest_command)
+
 from service.fp16_cli import fp16_command  # noqa: E402 (onnx is imported only when it runs)
 
 app.command("fp16")(fp16_command)

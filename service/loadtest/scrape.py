@@ -1,0 +1,67 @@
+"""The server's own view of a step, from two `/metrics` scrapes: mean batch size, queue wait."""
+
+from __future__ import annotations
+
+import re
+
+from service.loadtest.stats import ServerFigures
+
+_SAMPLE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)"
+)
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+BATCH_SIZE = "imagegen_batch_size_images"
+QUEUE_WAIT = "imagegen_queue_wait_seconds"
+INFERENCE = "imagegen_inference_seconds"
+_WANTED = tuple(
+    f"{family}_{part}"
+    for family in (BATCH_SIZE, QUEUE_WAIT, INFERENCE)
+    for part in ("sum", "count")
+)
+
+Snapshot = dict[str, float]
+
+
+def parse_model_sums(text: str, model: str) -> Snapshot:
+    """The `_sum` and `_count` of the batching histograms for one model, by sample name."""
+    found: Snapshot = {}
+    for line in text.splitlines():
+        if not line.startswith(_WANTED):
+            continue
+        match = _SAMPLE.match(line)
+        if match is None or match["name"] not in _WANTED:
+            continue
+        labels = dict(_LABEL.findall(match["labels"] or ""))
+        if labels.get("model") != model:
+            continue
+        try:
+            found[match["name"]] = float(match["value"])
+        except ValueError:
+            continue
+    return found
+
+
+def _mean(before: Snapshot, after: Snapshot, family: str) -> tuple[float | None, float]:
+    total_key, count_key = f"{family}_sum", f"{family}_count"
+    if total_key not in after or count_key not in after:
+        return None, 0.0
+    count = after[count_key] - before.get(count_key, 0.0)
+    if count <= 0:
+        return None, 0.0
+    return (after[total_key] - before.get(total_key, 0.0)) / count, count
+
+
+def server_figures(before: Snapshot | None, after: Snapshot | None) -> ServerFigures:
+    """Means over the step from the difference of two scrapes; None where either is missing."""
+    if before is None or after is None:
+        return ServerFigures()
+    batch_size, batches = _mean(before, after, BATCH_SIZE)
+    queue_wait_s, _ = _mean(before, after, QUEUE_WAIT)
+    inference_s, _ = _mean(before, after, INFERENCE)
+    return ServerFigures(
+        mean_batch_size=batch_size,
+        mean_queue_wait_ms=None if queue_wait_s is None else queue_wait_s * 1000.0,
+        mean_inference_ms=None if inference_s is None else inference_s * 1000.0,
+        batches=int(batches) if batch_size is not None else None,
+    )

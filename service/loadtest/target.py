@@ -1,0 +1,167 @@
+"""What a load test sends: the endpoint's requests with fresh seeds, and the target's checks.
+
+A request is built from precomputed parts so that the hot loop does little more than bump a
+seed counter; the preflight turns an unusable target into one clear `TargetError`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import quote
+
+import httpx
+
+Endpoint = Literal["single", "batch", "get"]
+ENDPOINTS: tuple[Endpoint, ...] = ("single", "batch", "get")
+MAX_SEED = 2**63
+
+
+class TargetError(Exception):
+    """The target cannot be load-tested (refused, unknown model, wrong key); one-line message."""
+
+
+@dataclass(frozen=True)
+class Target:
+    base_url: str
+    model: str
+    endpoint: Endpoint = "single"
+    items: int = 1  # images per request (batch endpoint only)
+    api_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.endpoint not in ENDPOINTS:
+            raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, got {self.endpoint}")
+        if self.items < 1:
+            raise ValueError(f"items must be >= 1, got {self.items}")
+        if self.endpoint != "batch" and self.items != 1:
+            raise ValueError("items applies to the batch endpoint only")
+
+    @property
+    def images_per_request(self) -> int:
+        return self.items
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = {"accept": "application/json" if self.endpoint == "batch" else "image/png"}
+        if self.endpoint != "get":
+            headers["content-type"] = "application/json"
+        if self.api_key:
+            headers["authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    @property
+    def model_url(self) -> str:
+        return f"{self.base_url.rstrip('/')}/v1/models/{quote(self.model, safe='')}"
+
+
+class RequestFactory:
+    """The next request, as httpx arguments or as ready HTTP/1.1 bytes for the lean transport.
+
+    Every request gets seeds never used before in this run.
+    """
+
+    def __init__(self, target: Target, first_seed: int | None = None) -> None:
+        self.target = target
+        self._next_seed = secrets.randbelow(MAX_SEED // 2) if first_seed is None else first_seed
+        model_url = target.model_url
+        self._generate_url = f"{model_url}/generate"
+        self._batch_url = f"{model_url}/generate/batch"
+        self._image_prefix = f"{model_url}/images/"
+        self.headers = target.headers
+        url = httpx.URL(target.base_url)
+        self.address: tuple[str, int] = (url.host, url.port or 80)
+        host = url.netloc
+        base = url.raw_path.rstrip(b"/")
+        model_path = base + b"/v1/models/" + quote(target.model, safe="").encode()
+        fields = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in self.headers.items())
+        self._post_generate = (
+            b"POST " + model_path + b"/generate HTTP/1.1\r\nhost: " + host + b"\r\n" + fields
+        )
+        self._post_batch = (
+            b"POST " + model_path + b"/generate/batch HTTP/1.1\r\nhost: " + host + b"\r\n" + fields
+        )
+        self._get_image = b"GET " + model_path + b"/images/"
+        self._get_tail = b".png HTTP/1.1\r\nhost: " + host + b"\r\n" + fields + b"\r\n"
+        self.healthz_payload = b"GET " + base + b"/healthz HTTP/1.1\r\nhost: " + host + b"\r\n\r\n"
+
+    def _take_seeds(self, count: int) -> int:
+        seed = self._next_seed
+        if seed + count > MAX_SEED:  # wrap so that a batch's seeds stay below MAX_SEED
+            seed = 0
+        self._next_seed = seed + count
+        return seed
+
+    def _body(self) -> bytes:
+        if self.target.endpoint == "single":
+            return b'{"seed":%d}' % self._take_seeds(1)
+        count = self.target.items
+        return b'{"count":%d,"seed":%d}' % (count, self._take_seeds(count))
+
+    def next(self) -> tuple[str, str, bytes | None]:
+        """Method, URL and body of the next request (for an httpx client)."""
+        endpoint = self.target.endpoint
+        if endpoint == "get":
+            return "GET", f"{self._image_prefix}{self._take_seeds(1)}.png", None
+        url = self._generate_url if endpoint == "single" else self._batch_url
+        return "POST", url, self._body()
+
+    def next_payload(self) -> bytes:
+        """The next request as HTTP/1.1 bytes (for the lean transport)."""
+        endpoint = self.target.endpoint
+        if endpoint == "get":
+            return b"%s%d%s" % (self._get_image, self._take_seeds(1), self._get_tail)
+        head = self._post_generate if endpoint == "single" else self._post_batch
+        body = self._body()
+        return b"%scontent-length: %d\r\n\r\n%s" % (head, len(body), body)
+
+
+def error_kind(error: BaseException) -> str:
+    """How a failed request is counted: the client-side error's class name."""
+    if isinstance(error, httpx.TimeoutException):
+        return "timeout"
+    return type(error).__name__
+
+
+def _server_message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        message = body["error"]["message"]
+        if isinstance(message, str) and message:
+            return message
+    except (ValueError, KeyError, TypeError):
+        pass
+    text = response.text.strip().replace("\n", " ")
+    return text[:200] or response.reason_phrase
+
+
+async def preflight(client: httpx.AsyncClient, target: Target) -> None:
+    """Check that the target answers and serves the model with this key; else TargetError."""
+    url = target.model_url
+    try:
+        response = await client.get(url, headers=target.headers | {"accept": "application/json"})
+    except httpx.ConnectError as error:
+        raise TargetError(
+            f"cannot connect to {target.base_url}: {_reason(error)} (is the service running?)"
+        ) from None
+    except httpx.TimeoutException:
+        raise TargetError(f"{target.base_url} did not answer in time") from None
+    except httpx.HTTPError as error:
+        raise TargetError(f"request to {url} failed: {_reason(error)}") from None
+    if response.status_code == 200:
+        return
+    message = _server_message(response)
+    if response.status_code == 401:
+        hint = "pass --api-key" if not target.api_key else "check --api-key"
+        raise TargetError(f"401 from {target.base_url}: {message} ({hint})")
+    if response.status_code == 404:
+        raise TargetError(f"404 from {url}: {message}")
+    raise TargetError(f"{response.status_code} from {url}: {message}")
+
+
+def _reason(error: BaseException) -> str:
+    text = str(error).strip()
+    if "refused" in text.lower():
+        return "connection refused"
+    return text.splitlines()[0] if text else type(error).__name__
