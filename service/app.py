@@ -19,6 +19,7 @@ from service.api.routes.playground import mount_playground
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
 from service.metrics import Metrics
+from service.redaction import secret_redacted_in_logs
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,13 +33,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await dataplane.start()
-        try:
-            yield
-        finally:
-            logger.info("draining: finishing queued work within %g s", settings.shutdown_grace_s)
-            await dataplane.stop(settings.shutdown_grace_s)
-            logger.info("stopped")
+        key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+        with secret_redacted_in_logs(key):
+            await dataplane.start()
+            try:
+                yield
+            finally:
+                logger.info(
+                    "draining: finishing queued work within %g s", settings.shutdown_grace_s
+                )
+                await dataplane.stop(settings.shutdown_grace_s)
+                logger.info("stopped")
 
     app = FastAPI(
         title="imagegen",

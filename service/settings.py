@@ -115,8 +115,10 @@ class Settings(BaseSettings):
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip():
-            return None
+        # Header values lose surrounding whitespace on the wire, so a key read from a secret
+        # file with its trailing newline could never match: strip it here.
+        if isinstance(value, str):
+            return value.strip() or None
         return value
 
     @model_validator(mode="after")
