@@ -63,7 +63,7 @@ MEMORISATION_PERCENTILE = 1.0  # of test-to-train nearest distances
 MEMORISATION_FLAG_FACTOR = 3.0  # flag when 3x more generated than test images fall below it
 REFERENCE_KEYS = ("real_train_vs_test", "blur_sigma_0.5", "blur_sigma_1", "three_classes_removed")
 _GENERATE_CHUNK = 500
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 @dataclass
@@ -229,6 +229,45 @@ def _load_data(dataset_name: str, data_dir: str | None) -> ImageDataset:
     return load_dataset(dataset_name, Path(data_dir) if data_dir else None)
 
 
+def _test_side(data: ImageDataset, extractor: FeatureExtractor) -> dict[str, np.ndarray]:
+    """What does not depend on the sample count: test features, their k-NN radii and each
+    test image's distance to its nearest train image."""
+    test_features, _ = extractor(data.test_images, progress="features: test")
+    radii = kth_neighbour_radii(test_features, (PR_K, DC_K))
+    nearest, _ = nearest_neighbour_distances(
+        _pixels(data.test_images), _pixels(data.train_images), progress="nearest train image: test"
+    )
+    return {
+        "test_features": test_features,
+        "test_radii_pr": radii[PR_K],
+        "test_radii_dc": radii[DC_K],
+        "test_to_train_pixel_nn": nearest,
+    }
+
+
+def _assemble(
+    data: ImageDataset,
+    extractor: FeatureExtractor,
+    classifier: dict[str, Any],
+    num_real_subset: int,
+    test_side: dict[str, np.ndarray],
+    reference: dict[str, dict[str, Any]] | None,
+) -> RealReference:
+    real = RealReference(
+        dataset=data,
+        classifier=classifier,
+        extractor=extractor,
+        test_features=test_side["test_features"],
+        test_radii={PR_K: test_side["test_radii_pr"], DC_K: test_side["test_radii_dc"]},
+        test_to_train_pixel_nn=test_side["test_to_train_pixel_nn"],
+        num_real_subset=num_real_subset,
+        reference=reference or {},
+    )
+    if reference is None:
+        real.reference = _reference_points(real, num_real_subset)
+    return real
+
+
 def build_real_reference(
     data: ImageDataset,
     extractor: FeatureExtractor,
@@ -237,23 +276,9 @@ def build_real_reference(
 ) -> RealReference:
     """Compute the real side from scratch (no cache): test features, k-NN radii, the
     test images' nearest-train distances and the four reference points."""
-    test_features, _ = extractor(data.test_images, progress="features: test")
-    real = RealReference(
-        dataset=data,
-        classifier=classifier,
-        extractor=extractor,
-        test_features=test_features,
-        test_radii=kth_neighbour_radii(test_features, (PR_K, DC_K)),
-        test_to_train_pixel_nn=nearest_neighbour_distances(
-            _pixels(data.test_images),
-            _pixels(data.train_images),
-            progress="nearest train image: test",
-        )[0],
-        num_real_subset=num_real_subset,
-        reference={},
+    return _assemble(
+        data, extractor, classifier, num_real_subset, _test_side(data, extractor), None
     )
-    real.reference = _reference_points(real, num_real_subset)
-    return real
 
 
 _REAL_CACHE: dict[tuple[str, str | None, int], RealReference] = {}
@@ -262,7 +287,11 @@ _REAL_CACHE: dict[tuple[str, str | None, int], RealReference] = {}
 def real_reference(
     dataset_name: str, *, num_samples: int = 10000, data_dir: Path | None = None
 ) -> RealReference:
-    """The real side of every report, from memory, from the disk cache, or computed (once)."""
+    """The real side of every report, from memory, from the disk cache, or computed (once).
+
+    Two cache files: `<stem>.npz` (test features, radii, nearest-train distances) and
+    `<stem>-n<N>.json` (the reference points, whose train subset has N images).
+    """
     key = (dataset_name, str(data_dir) if data_dir else None, num_samples)
     if key in _REAL_CACHE:
         return _REAL_CACHE[key]
@@ -272,33 +301,29 @@ def real_reference(
     num_real_subset = min(num_samples, len(data.train_images))
     stem = (
         f"{dataset_name}-{classifier['sha256'][:12]}-"
-        f"{_fingerprint(data.train_images, data.test_images, data.test_labels)}-"
-        f"n{num_real_subset}-v{_CACHE_FORMAT}"
+        f"{_fingerprint(data.train_images, data.test_images, data.test_labels)}-v{_CACHE_FORMAT}"
     )
-    npz_path, json_path = _cache_dir() / f"{stem}.npz", _cache_dir() / f"{stem}.json"
+    npz_path = _cache_dir() / f"{stem}.npz"
+    json_path = _cache_dir() / f"{stem}-n{num_real_subset}.json"
     extractor = FeatureExtractor(onnx_path)
-    if npz_path.is_file() and json_path.is_file():
+    if npz_path.is_file():
         with np.load(npz_path) as cached:
-            real = RealReference(
-                dataset=data,
-                classifier=classifier,
-                extractor=extractor,
-                test_features=cached["test_features"],
-                test_radii={PR_K: cached["test_radii_pr"], DC_K: cached["test_radii_dc"]},
-                test_to_train_pixel_nn=cached["test_to_train_pixel_nn"],
-                num_real_subset=num_real_subset,
-                reference=json.loads(json_path.read_text(encoding="utf-8")),
-            )
+            test_side = {name: cached[name] for name in cached.files}
     else:
-        real = build_real_reference(data, extractor, classifier, num_real_subset)
+        test_side = _test_side(data, extractor)
         npz_path.parent.mkdir(parents=True, exist_ok=True)
         np.savez(
             npz_path,
-            test_features=real.test_features,
-            test_radii_pr=real.test_radii[PR_K],
-            test_radii_dc=real.test_radii[DC_K],
-            test_to_train_pixel_nn=real.test_to_train_pixel_nn,
+            test_features=test_side["test_features"],
+            test_radii_pr=test_side["test_radii_pr"],
+            test_radii_dc=test_side["test_radii_dc"],
+            test_to_train_pixel_nn=test_side["test_to_train_pixel_nn"],
         )
+    reference = None
+    if json_path.is_file():
+        reference = json.loads(json_path.read_text(encoding="utf-8"))
+    real = _assemble(data, extractor, classifier, num_real_subset, test_side, reference)
+    if reference is None:
         json_path.write_text(json.dumps(real.reference, indent=2), encoding="utf-8")
     _REAL_CACHE[key] = real
     return real
@@ -530,10 +555,17 @@ def _run_dataset(run_dir: Path) -> str | None:
 
 
 def evaluate_command(
-    target: Path, dataset: str | None, num_samples: int, seed: int, output: Path | None
+    target: Path,
+    dataset: str | None,
+    num_samples: int,
+    seed: int,
+    output: Path | None,
+    *,
+    echo: bool = True,
 ) -> dict[str, Any]:
     """`imagegen evaluate TARGET`: a models/<name> folder (ONNX) or a training run folder
-    (Keras). Returns the report and writes it as JSON to `output` when given."""
+    (Keras). Prints the table (unless `echo` is false), writes the JSON report to
+    `output` when given, and returns the report."""
     target = Path(target)
     if (target / CARD_FILENAME).is_file():
         card = ModelCard.load(target / CARD_FILENAME)
@@ -556,4 +588,6 @@ def evaluate_command(
     if output is not None:
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if echo:
+        print(format_report(report))
     return report
