@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from service import batching, imaging
+from service.batching.isolation import ItemFailed, isolate_failures
 from service.errors import (
     DeadlineExceeded,
     InferenceFailed,
@@ -55,13 +56,20 @@ class ServedModel:
         self._images_generated = metrics.images_generated.labels(model=self.name)
         # One thread per model: onnxruntime parallelises inside a run and releases the GIL.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
-        self.batcher: batching.DynamicBatcher[np.ndarray, np.ndarray] = batching.DynamicBatcher(
-            batching.array_batch_function(self._run_rows, self._executor),
-            max_batch_size=settings.max_batch_size,
-            max_batch_delay_s=settings.max_batch_delay_s,
-            max_queue_size=settings.max_queue_size,
-            observer=metrics.batch_observer(self.name),
-            name=f"model {self.name}",
+        self.batcher: batching.DynamicBatcher[np.ndarray, np.ndarray | ItemFailed] = (
+            batching.DynamicBatcher(
+                # A failed batch is retried image by image: one poisoned latent then fails
+                # only its own request, not every request that shared its batch.
+                isolate_failures(
+                    batching.array_batch_function(self._run_rows, self._executor),
+                    name=f"model {self.name}",
+                ),
+                max_batch_size=settings.max_batch_size,
+                max_batch_delay_s=settings.max_batch_delay_s,
+                max_queue_size=settings.max_queue_size,
+                observer=metrics.batch_observer(self.name),
+                name=f"model {self.name}",
+            )
         )
 
     @property
@@ -113,7 +121,7 @@ class ServedModel:
     async def images(self, latents: np.ndarray) -> list[np.ndarray]:
         """uint8 `[H, W, C]` images for `latents`, through the batcher."""
         try:
-            return await self.batcher.submit(
+            results = await self.batcher.submit(
                 list(latents), timeout_s=self._settings.request_timeout_s
             )
         except batching.QueueFull as error:
@@ -128,6 +136,18 @@ class ServedModel:
         except Exception as error:
             logger.exception("model %s: inference failed", self.name)
             raise InferenceFailed(f"model {self.name}: inference failed") from error
+        images = [result for result in results if not isinstance(result, ItemFailed)]
+        if len(images) < len(results):
+            failed = next(result for result in results if isinstance(result, ItemFailed))
+            logger.error(
+                "model %s: inference failed for %d of %d images: %s",
+                self.name,
+                len(results) - len(images),
+                len(results),
+                failed.error,
+            )
+            raise InferenceFailed(f"model {self.name}: inference failed")
+        return images
 
     def image_etag(self, seed: int, truncation: float, scale: int) -> str:
         """Strong ETag of a seeded image: its bytes depend only on these and the model file."""
