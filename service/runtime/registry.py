@@ -66,14 +66,24 @@ class LoadResult:
 
 
 def discover_model_dirs(models_dir: Path) -> list[Path]:
-    """Sub-folders of `models_dir` holding a model.json, sorted by name."""
+    """Sub-folders of `models_dir` holding a model.json or a model.onnx, sorted by name.
+
+    A model.onnx without its card is a model folder too, so it is refused with a message
+    rather than passed over in silence.
+    """
     if not models_dir.is_dir():
         raise ModelLoadError(f"models directory {models_dir} does not exist or is not a folder")
-    return sorted(path for path in models_dir.iterdir() if (path / CARD_FILENAME).is_file())
+    return sorted(
+        path
+        for path in models_dir.iterdir()
+        if (path / CARD_FILENAME).is_file() or (path / ONNX_FILENAME).is_file()
+    )
 
 
 def read_card(model_dir: Path) -> ModelCard:
     card_path = model_dir / CARD_FILENAME
+    if not card_path.is_file():
+        raise InvalidModel(card_path, f"missing (the folder has {ONNX_FILENAME} but no card)")
     try:
         card = ModelCard.load(card_path)
     except OSError as error:

@@ -68,6 +68,19 @@ def test_corrupted_file_is_refused(make_model: ModelFactory) -> None:
         load_model(folder, CPU_PLAN)
 
 
+def test_onnx_file_without_a_card_is_refused_not_ignored(
+    make_model: ModelFactory, tmp_path: Path
+) -> None:
+    root = tmp_path / "models"
+    make_model("good", root)
+    (make_model("uncarded", root) / CARD_FILENAME).unlink()
+    with pytest.raises(ModelLoadError, match=r"uncarded/model.json: missing"):
+        load_models(root, CPU_PLAN)
+    result = load_models(root, CPU_PLAN, skip_invalid=True)
+    assert list(result.models) == ["good"]
+    assert "uncarded/model.json: missing" in str(result.invalid[0])
+
+
 def test_missing_onnx_file_is_refused(make_model: ModelFactory) -> None:
     folder = make_model("m")
     (folder / ONNX_FILENAME).unlink()
