@@ -65,10 +65,12 @@ const lanes = {
 
 function debounce(fn, ms) {
   let timer = null;
-  return (...args) => {
+  const later = (...args) => {
     clearTimeout(timer);
     timer = setTimeout(() => fn(...args), ms);
   };
+  later.cancel = () => clearTimeout(timer);
+  return later;
 }
 
 function sleep(ms, signal) {
@@ -330,7 +332,7 @@ function renderImage() {
     $("image-caption").textContent =
       `${what} \u00b7 ${model.image.width * scale}\u00d7${model.image.height * scale} px \u00b7 ` +
       `${formatMs(latencyMs)} round trip`;
-    if (!useLatent && seedText === "" && seed) {
+    if (!useLatent && seedText === "" && seed && $("seed").value.trim() === "") {
       // A random seed was drawn by the server: show it, and load its latent.
       $("seed").value = seed;
       state.seed = seed;
@@ -339,7 +341,12 @@ function renderImage() {
   });
 }
 
-const renderImageSoon = debounce(renderImage, DEBOUNCE_MS);
+// The figure shows busy from the first keystroke, not only once the request goes out.
+const renderImageLater = debounce(renderImage, DEBOUNCE_MS);
+function renderImageSoon() {
+  setFigureState("image-figure", "loading");
+  renderImageLater();
+}
 
 function seedChanged({ now = true } = {}) {
   const seedText = $("seed").value.trim();
@@ -347,6 +354,13 @@ function seedChanged({ now = true } = {}) {
   state.latent = null;
   state.seed = seedText;
   showLatentOnSliders();
+  lanes.image.next(); // what is on its way is for the old seed
+  if (seedText === "" && !now) {
+    // A field emptied while typing: wait for digits, or Enter for a random seed.
+    renderImageLater.cancel();
+    setFigureState("image-figure", "idle");
+    return;
+  }
   if (/^[0-9]+$/.test(seedText)) loadLatent(seedText);
   if (now) renderImage();
   else renderImageSoon();

@@ -58,6 +58,7 @@ def take_screenshot(
             position.focus()
             for _ in range(int(position.get_attribute("max") or "0") // 2):
                 position.press("ArrowRight")
+            position.blur()  # no focus ring in the picture
             out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(out), full_page=True)
         finally:

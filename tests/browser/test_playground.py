@@ -122,6 +122,13 @@ def test_random_seed_from_button_and_key(page: Page, server_url: str) -> None:
     page.locator("body").press("r")
     expect(page.locator("#image")).not_to_have_attribute("data-seed", rolled)
 
+    # Enter on an empty field lets the server draw the seed, which then fills the field.
+    page.fill("#seed", "")
+    page.press("#seed", "Enter")
+    expect(page.locator("#seed")).not_to_have_value("")
+    drawn = page.locator("#seed").input_value()
+    expect(page.locator("#image")).to_have_attribute("data-seed", drawn)
+
 
 def test_scale_and_truncation(page: Page, server_url: str) -> None:
     open_page(page, server_url)
