@@ -38,7 +38,8 @@ class ApiError extends Error {
 
   toString() {
     const hint = this.status === 401 ? " Paste the server's API key at the top." : "";
-    return `${this.status} ${this.type}: ${this.message}${hint}`;
+    const stop = hint && !/[.!?]$/.test(this.message) ? "." : "";
+    return `${this.status} ${this.type}: ${this.message}${stop}${hint}`;
   }
 }
 
