@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
+from service.api.openapi import install_openapi
 from service.api.routes import health, images, latents, models
 from service.api.routes.playground import mount_playground
 from service.dataplane import DataPlane
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.dataplane = dataplane
     install_error_handlers(app)
+    install_openapi(app, api_key_required=settings.api_key is not None)
     app.include_router(health.router)
     app.include_router(models.router)
     app.include_router(images.router)

@@ -27,6 +27,7 @@ from service.errors import (
     NotReady,
     QueueFull,
     ShuttingDown,
+    quoted,
 )
 from service.metrics import Metrics
 from service.runtime.card import ModelCard, latent_for_seed
@@ -248,7 +249,7 @@ class DataPlane:
         model = self.models.get(name)
         if model is None:
             known = ", ".join(sorted(self.models)) or "none"
-            raise ModelNotFound(f"no model named {name!r} (served: {known})")
+            raise ModelNotFound(f"no model named {quoted(name)} (served: {known})")
         return model
 
     def serving(self, name: str) -> ServedModel:

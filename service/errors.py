@@ -71,6 +71,11 @@ class TooManyItems(ServiceError):
     error_type = "too_many_items"
 
 
+class UnsupportedMediaType(ServiceError):
+    status_code = 415
+    error_type = "unsupported_media_type"
+
+
 class InvalidInput(ServiceError):
     status_code = 422
     error_type = "invalid_input"
@@ -122,6 +127,13 @@ _HTTP_TYPES = {
     415: "unsupported_media_type",
     422: "invalid_input",
 }
+
+
+def quoted(value: str, limit: int = 64) -> str:
+    """`repr(value)`, cut to `limit` characters: messages name bad input without echoing it all."""
+    if len(value) <= limit:
+        return repr(value)
+    return repr(value[:limit]) + f" (and {len(value) - limit} more characters)"
 
 
 def error_body(error_type: str, message: str) -> dict[str, Any]:

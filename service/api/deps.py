@@ -17,6 +17,7 @@ from service.errors import (
     ClientClosedRequest,
     InvalidInput,
     MalformedJSON,
+    UnsupportedMediaType,
     describe_validation_errors,
 )
 from service.settings import Settings
@@ -50,8 +51,14 @@ KnownModelDep = Annotated[ServedModel, Depends(get_known_model)]
 ServingModelDep = Annotated[ServedModel, Depends(get_serving_model)]
 
 
+def _is_json(content_type: str) -> bool:
+    media_type = content_type.partition(";")[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 async def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
-    """Validate the JSON body against `schema`: 400 when it is not JSON, 422 when invalid.
+    """Validate the JSON body against `schema`: 400 when it is not JSON, 415 when labelled as
+    something else (no Content-Type is taken as JSON), 422 when invalid.
 
     The body is parsed here rather than by FastAPI so malformed JSON gets its own status and
     NaN or Infinity literals reach our float32 checks.
@@ -61,6 +68,11 @@ async def parse_body(request: Request, schema: type[BodyT]) -> BodyT:
     except ClientDisconnect:
         # Not a server fault: the client hung up half-way through its body.
         raise ClientClosedRequest("the client closed the connection mid-body") from None
+    content_type = request.headers.get("content-type")
+    if raw.strip() and content_type is not None and not _is_json(content_type):
+        raise UnsupportedMediaType(
+            f"the body must be JSON (Content-Type: application/json), not {content_type[:100]!r}"
+        )
     try:
         return schema.model_validate_json(raw if raw.strip() else b"{}")
     except ValidationError as error:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from service.errors import NotAcceptable
+from service.errors import NotAcceptable, quoted
 
 
 def _parse(accept: str) -> list[tuple[str, str, float]]:
@@ -56,5 +56,7 @@ def negotiate(accept: str | None, offered: Sequence[str]) -> str:
         if quality > best_quality:
             best, best_quality = media_type, quality
     if best is None:
-        raise NotAcceptable(f"cannot produce {accept!r}; this endpoint offers {', '.join(offered)}")
+        raise NotAcceptable(
+            f"cannot produce {quoted(accept)}; this endpoint offers {', '.join(offered)}"
+        )
     return best

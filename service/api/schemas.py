@@ -26,14 +26,26 @@ Seed = Annotated[
     int,
     Field(strict=True, ge=0, lt=MAX_SEED, description="0 <= seed < 2**63.", examples=[7]),
 ]
+# Strict numbers: "0.5" strings and booleans are refused, as the schema says.
+StrictFloat = Annotated[float, Field(strict=True)]
+
 Latent = Annotated[
-    list[float],
-    Field(min_length=1, max_length=65536, description="latent_dim finite float32 values."),
+    list[StrictFloat],
+    Field(
+        min_length=1,
+        max_length=65536,
+        description="latent_dim finite float32 values.",
+        json_schema_extra={
+            "items": {"type": "number", "minimum": -FLOAT32_MAX, "maximum": FLOAT32_MAX}
+        },
+    ),
     AfterValidator(_finite_float32),
 ]
 Truncation = Annotated[
     float,
-    Field(gt=0, le=1, description="Multiplies the latent; 0 < t <= 1 (1 = unchanged)."),
+    Field(
+        strict=True, gt=0, le=1, description="Multiplies the latent; 0 < t <= 1 (1 = unchanged)."
+    ),
 ]
 Scale = Annotated[
     int,

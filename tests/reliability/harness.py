@@ -259,14 +259,13 @@ async def _exchange(
     if expect_continue:
         fields["Expect"] = "100-continue"
     fields.update(headers or {})
+    fields = {name: value for name, value in fields.items() if value}  # "" leaves a header out
     head = f"{method} {path} HTTP/1.1\r\n" + "".join(
         f"{name}: {value}\r\n" for name, value in fields.items()
     )
     writer.write(head.encode("latin-1") + b"\r\n")
-    if not expect_continue:
-        writer.write(body)
-    await writer.drain()
     if expect_continue:
+        await writer.drain()
         status, response_headers = await _read_head(reader)
         if status == 100:
             outcome.continued_at = time.monotonic()
@@ -275,10 +274,21 @@ async def _exchange(
             outcome.sent_at = time.monotonic()
             status, response_headers = await _read_head(reader)
     else:
+        # Listen while sending: the server may answer early (413) and close while the body
+        # is still going out; like httpx and requests, take the answer it sent.
+        answer = asyncio.create_task(_read_head(reader))
+        try:
+            for start in range(0, len(body) or 1, 65536):
+                if answer.done():
+                    break
+                writer.write(body[start : start + 65536])
+                await writer.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
         outcome.sent_at = time.monotonic()
         if on_sent is not None:
             await on_sent()
-        status, response_headers = await _read_head(reader)
+        status, response_headers = await answer
     outcome.status, outcome.headers = status, response_headers
     length = response_headers.get("content-length")
     outcome.body = await (reader.readexactly(int(length)) if length is not None else reader.read())

@@ -32,7 +32,11 @@ async def ready(dataplane: DataPlaneDep) -> Readiness:
     return Readiness(status="ready", models=sorted(dataplane.models))
 
 
-@router.get("/metrics", response_class=Response)
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def metrics(request: Request) -> Response:
     """Prometheus metrics in the text exposition format."""
     registry: Metrics = request.app.state.metrics

@@ -23,7 +23,7 @@ from service.api.schemas import (
     GenerateResponse,
 )
 from service.dataplane import ServedModel, encode_grid_png, encode_pngs
-from service.errors import InvalidInput, TooManyItems
+from service.errors import InvalidInput, TooManyItems, quoted
 from service.imaging import grid_shape
 from service.runtime.card import MAX_SEED
 
@@ -122,7 +122,7 @@ async def seeded_image(
     """The PNG for a seed, identical to POST generate; cacheable forever (strong ETag)."""
     negotiate(request.headers.get("accept"), [PNG])
     if not _SEED_PATTERN.fullmatch(seed) or int(seed) >= MAX_SEED:
-        raise InvalidInput(f"seed must be an integer 0 <= seed < 2**63, got {seed!r}")
+        raise InvalidInput(f"seed must be an integer 0 <= seed < 2**63, got {quoted(seed)}")
     seed_value = int(seed)
     etag = served.image_etag(seed_value, truncation, scale)
     headers = _model_headers(served) | {

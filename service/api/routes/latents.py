@@ -26,7 +26,7 @@ from service.api.schemas import (
     SeedLatent,
 )
 from service.dataplane import ServedModel, encode_grid_png, encode_pngs
-from service.errors import InvalidInput, TooManyItems
+from service.errors import InvalidInput, TooManyItems, quoted
 from service.interpolation import LatentOverflow, interpolate, positions
 from service.runtime.card import MAX_SEED, latent_for_seed
 
@@ -76,7 +76,7 @@ async def seed_latent(served: ServingModelDep, seed: str, request: Request) -> J
     """
     negotiate(request.headers.get("accept"), [JSON])
     if not _SEED_PATTERN.fullmatch(seed) or int(seed) >= MAX_SEED:
-        raise InvalidInput(f"seed must be an integer 0 <= seed < 2**63, got {seed!r}")
+        raise InvalidInput(f"seed must be an integer 0 <= seed < 2**63, got {quoted(seed)}")
     seed_value = int(seed)
     latent = latent_for_seed(seed_value, served.card.latent_dim)
     payload = SeedLatent(
