@@ -89,6 +89,7 @@ async def run_async(
             lean=lean,
             timeout_s=settings.timeout_s,
         )
+        await runner.scrape()  # opens the scrapes' connection, so no step waits for that
         if settings.ceiling:
             clients = max(settings.clients) if settings.clients else min(settings.max_in_flight, 32)
             report.ceiling = await runner.ceiling(

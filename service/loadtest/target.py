@@ -161,7 +161,11 @@ async def preflight(client: httpx.AsyncClient, target: Target) -> None:
 
 
 def _reason(error: BaseException) -> str:
+    """A short reason: 'connection refused' wherever in the chain of causes it is said."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ConnectionRefusedError) or "refused" in str(seen).lower():
+            return "connection refused"
+        seen = seen.__cause__ or seen.__context__
     text = str(error).strip()
-    if "refused" in text.lower():
-        return "connection refused"
     return text.splitlines()[0] if text else type(error).__name__
