@@ -19,6 +19,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if here in Path(str(item.path)).parents:
             item.add_marker(pytest.mark.reliability)
+            item.add_marker(pytest.mark.server)  # `-m "not server"` skips this tier too
 
 
 @pytest.fixture
