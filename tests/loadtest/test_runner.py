@@ -141,12 +141,13 @@ async def test_open_loop_latency_runs_from_the_intended_start(fake_server: FakeS
     # arrivals due in the stall go out late, and their latency must show it.
     loop.call_later(0.1, time.sleep, 0.3)
     step = await runner.open_step(
-        200.0, duration_s=0.6, warmup_s=0.0, rng=random.Random(1), scrape=False
+        100.0, duration_s=1.0, warmup_s=0.0, rng=random.Random(1), scrape=False
     )
-    assert step.requests == 120 and step.errors == {}
+    assert step.requests == 100 and step.errors == {}
     assert step.latency_ms["max"] >= 250  # the server answers in about a millisecond
     assert step.dispatch_lag_ms_p99 is not None and step.dispatch_lag_ms_p99 >= 200
-    assert step.latency_ms["p50"] < 100  # most arrivals were on time
+    # The thirty arrivals due in the stall are late; the other seventy were not held back.
+    assert step.latency_ms["p50"] < 150
     await runner.client.aclose()
 
 
