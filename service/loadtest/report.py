@@ -15,7 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.loadtest.runner import PROGRESS_INTERVAL_S
 from service.loadtest.stats import Recorder, StepResult, percentile
+
+MIN_TABLE_WIDTH = 116  # narrower terminals wrap the table rather than truncate its numbers
 
 
 class ProgressLine:
@@ -36,11 +39,11 @@ class ProgressLine:
             recent = sorted(recorder.latencies_s[since:])
             count = recorder.requests - self._last_requests
             self._last_requests = recorder.requests
-            p50 = percentile(recent, 50.0) * 1000.0 if recent else math.nan
+            p50 = f"{percentile(recent, 50.0) * 1000.0:7.2f}" if recent else "      -"
             errors = sum(recorder.errors.values())
             text = (
                 f"{label}: {min(elapsed_s, duration_s):5.1f}/{duration_s:g} s  "
-                f"{count / 0.5:8.0f} req/s  p50 {p50:7.2f} ms  errors {errors}"
+                f"{count / PROGRESS_INTERVAL_S:8.0f} req/s  p50 {p50} ms  errors {errors}"
             )
         self._width = max(self._width, len(text))
         self.stream.write("\r" + text.ljust(self._width))
@@ -90,6 +93,7 @@ def errors_text(errors: dict[str, int]) -> str:
 
 def print_table(report: Report, console: Any = None) -> None:
     """The end-of-run table (rich) and one line on the tool's ceiling."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -97,11 +101,13 @@ def print_table(report: Report, console: Any = None) -> None:
         console = Console()
         if not console.is_terminal:  # a pipe or a file: no wrapping at 80 columns
             console = Console(width=200)
+        elif console.width < MIN_TABLE_WIDTH:
+            console = Console(width=MIN_TABLE_WIDTH)
     target = report.target
     title = f"{target['endpoint']} on {target['model']} at {target['url']}"
     if target.get("items", 1) > 1:
         title += f" ({target['items']} images per request)"
-    table = Table(title=title, title_justify="left")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))
     for column in ("step", "req/s", "img/s", "p50", "p90", "p95", "p99", "max"):
         table.add_column(
             column + (" ms" if column.startswith(("p", "max")) else ""), justify="right"
