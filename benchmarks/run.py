@@ -207,11 +207,16 @@ def shown(command: Sequence[str]) -> str:
     return shlex.join(parts)
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process (and its threads) so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+def _cpu_s(stat_path: Path) -> float:
+    fields = stat_path.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) so far: the main thread (the event loop), and the rest
+    (the inference thread, onnxruntime's pool, PNG workers) together."""
+    main = _cpu_s(Path(f"/proc/{pid}/task/{pid}/stat"))
+    return main, _cpu_s(Path(f"/proc/{pid}/stat")) - main
 
 
 @dataclass
@@ -286,6 +291,7 @@ class LoadRun:
     command: list[str]
     report: dict[str, Any]
     server_cores: float  # the server process's CPU time over the run's wall time
+    server_loop_cores: float  # of which its main thread: the event loop (HTTP, PNG, batching)
 
 
 def run_load(
@@ -317,17 +323,18 @@ def run_load(
         "--json",
         str(out),
     ]
-    cpu_before, wall_before = process_cpu_s(server.process.pid), time.perf_counter()
+    (loop_before, rest_before), wall_before = process_cpu_s(server.process.pid), time.perf_counter()
     finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
-    server_cores = (process_cpu_s(server.process.pid) - cpu_before) / (
-        time.perf_counter() - wall_before
-    )
+    loop_after, rest_after = process_cpu_s(server.process.pid)
+    wall_s = time.perf_counter() - wall_before
+    loop_cores = (loop_after - loop_before) / wall_s
+    server_cores = loop_cores + (rest_after - rest_before) / wall_s
     if finished.returncode != 0:
         raise RuntimeError(
             f"{shown(command)} exited with {finished.returncode}:\n{finished.stderr[-2000:]}"
         )
     report = json.loads(out.read_text())
-    return LoadRun(scenario, command, report, server_cores)
+    return LoadRun(scenario, command, report, server_cores, loop_cores)
 
 
 # -- the table and the targets ----------------------------------------------------------------
@@ -371,6 +378,7 @@ class Outcome:
                     "scenario": run.scenario,
                     "command": shown(run.command),
                     "server_cores": round(run.server_cores, 3),
+                    "server_event_loop_cores": round(run.server_loop_cores, 3),
                     "report": run.report,
                 }
                 for run in self.loads
@@ -483,10 +491,12 @@ def render_markdown(outcome: Outcome, rerun: str) -> str:
         "Closed loop over keep-alive connections, fresh seeds per request; latency from "
         "request sent to response read, at the client. Mean batch and queue wait come from the "
         "server's `/metrics` before and after each step; server cores are the server "
-        "process's CPU time over the `imagegen loadtest` run, tool cores the load generator's.",
+        "process's CPU time over the `imagegen loadtest` run (in brackets its main thread's: "
+        "the event loop, which does HTTP, routing, PNG encoding of small images and "
+        "batching; the rest is inference), tool cores the load generator's.",
         "",
         "| scenario | endpoint | clients | req/s | images/s | p50 ms | p90 ms | p99 ms | max ms "
-        "| errors | mean batch | queue wait ms | server cores | tool cores |",
+        "| errors | mean batch | queue wait ms | server cores (event loop) | tool cores |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|",
     ]
     for run in outcome.loads:
@@ -502,7 +512,8 @@ def render_markdown(outcome: Outcome, rerun: str) -> str:
                 f"{_f(step['requests_per_s'])} | {_f(step['images_per_s'])} | "
                 f"{_f(latency['p50'], 2)} | {_f(latency['p90'], 2)} | {_f(latency['p99'], 2)} | "
                 f"{_f(latency['max'], 1)} | {errors} | {_f(server['mean_batch_size'], 1)} | "
-                f"{_f(server['mean_queue_wait_ms'], 2)} | {run.server_cores:.2f} | "
+                f"{_f(server['mean_queue_wait_ms'], 2)} | "
+                f"{run.server_cores:.2f} ({run.server_loop_cores:.2f}) | "
                 f"{_f(step['client_cpu_cores'], 2)} |"
             )
     ceilings = [run.report["tool_ceiling"] for run in outcome.loads if run.report["tool_ceiling"]]
@@ -572,6 +583,7 @@ def print_summary(outcome: Outcome) -> None:
         "batch",
         "queue ms",
         "server cores",
+        "event loop",
         "tool cores",
     ):
         service.add_column(column, justify="right")
@@ -589,6 +601,7 @@ def print_summary(outcome: Outcome) -> None:
                 _f(step["server"]["mean_batch_size"], 1),
                 _f(step["server"]["mean_queue_wait_ms"], 2),
                 f"{run.server_cores:.2f}",
+                f"{run.server_loop_cores:.2f}",
                 _f(step["client_cpu_cores"], 2),
             )
     console.print(service)
@@ -629,6 +642,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-docs", action="store_true", help="Print only.")
     parser.add_argument("--json", type=Path, help="Also write every figure as JSON.")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="Extra `imagegen serve` argument for both services, e.g. "
+        "--server-arg=--max-batch-delay-ms=0 (repeatable).",
+    )
     return parser.parse_args(argv)
 
 
@@ -691,6 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ]
         for name, server_args, loads in scenarios:
             log(f"starting the service ({name})")
+            server_args = [*args.server_arg, *server_args]
             with running_server(served_dir, server_args, work, name.replace(" ", "-")) as server:
                 outcome.server_commands[name] = shown(server.command)
                 for scenario, options, ceiling in loads:
@@ -706,6 +728,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         + (f" --models-dir {models_dir}" if models_dir != Path("models") else "")
         + (f" --model {args.model}" if args.model != "fashion-gan" else "")
     )
+    if args.duration is not None:
+        rerun += f" --duration {args.duration:g}"
+    if args.warmup is not None:
+        rerun += f" --warmup {args.warmup:g}"
+    rerun += "".join(f" --server-arg={shlex.quote(arg)}" for arg in args.server_arg)
     if args.short:
         rerun += " --short"
     docs = args.docs if args.docs is not None else (None if args.short else DEFAULT_DOCS)

@@ -38,6 +38,7 @@ def test_short_benchmark_runs_end_to_end(models_dir: Path, tmp_path: Path) -> No
     command = [
         sys.executable, "-m", "benchmarks.run", "--short", "--models-dir", str(models_dir),
         "--model", MODEL, "--docs", str(docs), "--json", str(out),
+        "--server-arg=--max-queue-size=1024",
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -66,19 +67,23 @@ def test_short_benchmark_runs_end_to_end(models_dir: Path, tmp_path: Path) -> No
         (step,) = run["report"]["steps"]
         assert step["successes"] > 0 and step["errors"] == {}, step
         assert step["server"]["mean_batch_size"] is not None
-        assert run["server_cores"] > 0
+        assert run["server_cores"] >= run["server_event_loop_cores"] > 0
         assert run["command"].startswith("imagegen loadtest --url http://127.0.0.1:")
     off = [run for run in result["service"] if run["scenario"] == "batching off"]
     assert all(run["report"]["steps"][0]["server"]["mean_batch_size"] == 1.0 for run in off)
     assert result["service"][0]["report"]["tool_ceiling"]["requests_per_s"] > 0
     assert len(result["checks"]) == 5
     assert "--max-batch-size 1" in result["server_commands"]["batching off"]
+    assert all("--max-queue-size=1024" in c for c in result["server_commands"].values())
 
     text = docs.read_text()
     assert text.startswith(kept.rstrip())  # the other section survives
     assert "<!-- throughput:begin -->" in text and "<!-- throughput:end -->" in text
     assert "cores" in text and "imagegen serve --models-dir" in text
-    assert f"python -m benchmarks.run --models-dir {models_dir} --model {MODEL} --short" in text
+    assert (
+        f"python -m benchmarks.run --models-dir {models_dir} --model {MODEL} "
+        "--server-arg=--max-queue-size=1024 --short"
+    ) in text
     # A second run replaces its own section instead of adding one.
     section = text[text.index("<!-- throughput:begin -->") :]
     docs.write_text(kept + "\n" + section + "\ntail kept\n", encoding="utf-8")
