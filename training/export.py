@@ -162,7 +162,8 @@ def export_run(
                 for k, v in (run.history[-1] if run.history else {}).items()
                 if k not in ("epoch", "seconds", "steps")
             },
-            "code_revision": code_revision(),
+            "code_revision": config.code_revision
+            or f"not recorded by the run; exported by {code_revision()}",
             "machine": f"{os.cpu_count()} CPU cores",
         },
         metrics={"parity": parity},

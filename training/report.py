@@ -84,7 +84,7 @@ def quality_checks(card: ModelCard, others: dict[str, ModelCard]) -> list[tuple[
             checks.append((f"GAN FD {fd:.2f} < VAE ({vae.name}) FD {vae_fd:.2f}", fd < vae_fd))
     else:
         blur1 = ref["blur_sigma_1"]["frechet_distance"]
-        present = sum(1 for v in gen["class_histogram"] if v > 0)
+        present = sum(1 for v in gen["class_histogram"].values() if v > 0)
         checks += [
             (f"FD {fd:.2f} < sigma-1 blur point {blur1:.2f}", fd < blur1),
             (f"all 10 classes present ({present} present)", present == 10),

@@ -50,6 +50,7 @@ class TrainConfig:
     max_train_images: int | None = None  # a slice for quick runs and tests
     steps_per_epoch: int | None = None  # cap per epoch, for quick runs and tests
     model_options: dict[str, Any] = field(default_factory=dict)
+    code_revision: str | None = None  # git revision of training/ when the run started
 
     def resolved_latent_dim(self) -> int:
         return self.latent_dim or (64 if self.kind == "gan" else 16)
@@ -214,6 +215,8 @@ def train(
         saved = load_config(run_dir)
         # A resumed run keeps its recipe; only the target epoch count may grow.
         config = dataclasses.replace(saved, epochs=config.epochs, strategy=config.strategy)
+    else:
+        config = dataclasses.replace(config, code_revision=code_revision())
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(run_dir, config)
 
