@@ -71,7 +71,9 @@ def test_short_benchmark_runs_end_to_end(models_dir: Path, tmp_path: Path) -> No
         assert run["command"].startswith("imagegen loadtest --url http://127.0.0.1:")
     off = [run for run in result["service"] if run["scenario"] == "batching off"]
     assert all(run["report"]["steps"][0]["server"]["mean_batch_size"] == 1.0 for run in off)
-    assert result["service"][0]["report"]["tool_ceiling"]["requests_per_s"] > 0
+    ceilings = [run["report"]["tool_ceiling"] for run in result["service"]]
+    assert [c["level"] for c in ceilings if c] == [32]
+    assert ceilings[1]["requests_per_s"] > 0
     assert len(result["checks"]) == 5
     assert "--max-batch-size 1" in result["server_commands"]["batching off"]
     assert all("--max-queue-size=1024" in c for c in result["server_commands"].values())
