@@ -683,6 +683,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     outcome.raw = raw_limit(model_dir, plan, log)
     served_dir = models_dir.resolve()
+    if served_dir.is_relative_to(ROOT):  # the servers run in ROOT: keep the commands short
+        served_dir = served_dir.relative_to(ROOT)
     with tempfile.TemporaryDirectory(prefix="imagegen-bench-") as tmp:
         work = Path(tmp)
         single = ["--endpoint", "single", "--concurrency"]
