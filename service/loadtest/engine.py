@@ -65,13 +65,14 @@ async def run_async(
             "arrivals": settings.arrivals if settings.rates else None,
             "duration_s": settings.duration_s,
             "warmup_s": settings.warmup_s,
-            "client": settings.client,
+            "client": settings.client if target.base_url.startswith("http://") else "httpx",
         },
         machine=machine_info(),
     )
     progress = ProgressLine() if settings.progress else None
     lean = None
-    if transport is None and settings.client == "lean":
+    # The lean transport speaks plain HTTP only; https targets go through httpx's own.
+    if transport is None and settings.client == "lean" and target.base_url.startswith("http://"):
         lean = LeanTransport(pool_size(settings))
         transport = lean
     async with (
