@@ -24,7 +24,7 @@ METRICS = (
     ("max_class_fraction", "max class", "{:.3f}"),
 )
 REFERENCE_ROWS = (
-    ("real_train_vs_test", "real: 10k train vs test (floor)"),
+    ("real_train_vs_test", "real: train images vs test (floor)"),
     ("blur_sigma_0.5", "test blurred, sigma 0.5"),
     ("blur_sigma_1", "test blurred, sigma 1"),
     ("three_classes_removed", "test without 3 classes"),
