@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +42,6 @@ class Server:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
-    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def base_url(self) -> str:
@@ -123,17 +122,6 @@ def launch(
     return Server(process=process, port=port, log_path=log_path)
 
 
-@contextlib.contextmanager
-def running(models_dir: Path, log_path: Path, **settings: object) -> Iterator[Server]:
-    """A ready server that is stopped (and killed if need be) afterwards."""
-    server = launch(models_dir, log_path, **settings)
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
-
-
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?)\s+(\S+)$")
 
 
@@ -211,16 +199,13 @@ async def request(
     headers: dict[str, str] | None = None,
     expect_continue: bool = False,
     timeout_s: float = 60.0,
-    on_sent: Callable[[], Awaitable[None]] | None = None,
 ) -> Outcome:
     """One request on its own connection (`Connection: close`); never raises for I/O."""
     outcome = Outcome(started_at=time.monotonic())
     streams: list[asyncio.StreamWriter] = []
     try:
         await asyncio.wait_for(
-            _exchange(
-                outcome, streams, method, port, path, body, headers, expect_continue, on_sent
-            ),
+            _exchange(outcome, streams, method, port, path, body, headers, expect_continue),
             timeout_s,
         )
     except asyncio.TimeoutError:
@@ -248,7 +233,6 @@ async def _exchange(
     body: bytes,
     headers: dict[str, str] | None,
     expect_continue: bool,
-    on_sent: Callable[[], Awaitable[None]] | None,
 ) -> None:
     reader, writer = await asyncio.open_connection(HOST, port)
     streams.append(writer)
@@ -286,8 +270,6 @@ async def _exchange(
         except (BrokenPipeError, ConnectionResetError):
             pass
         outcome.sent_at = time.monotonic()
-        if on_sent is not None:
-            await on_sent()
         status, response_headers = await answer
     outcome.status, outcome.headers = status, response_headers
     length = response_headers.get("content-length")
