@@ -23,7 +23,10 @@ class RedactSecret(logging.Filter):
         self.secret = secret
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
+        try:
+            message = record.getMessage()
+        except Exception:  # a malformed record: leave it to the handler's own error path
+            return True
         if self.secret in message:
             record.msg = message.replace(self.secret, REDACTED)
             record.args = None

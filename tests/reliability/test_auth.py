@@ -6,6 +6,7 @@ shape; the comparison is constant-time; the key never shows in logs, metrics or 
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 import service.api.middleware as middleware
 from service.app import create_app
+from service.redaction import REDACTED, RedactSecret
 from service.settings import Settings
 from tests.reliability.conftest import TINY, Launcher
 from tests.reliability.report import record
@@ -133,3 +135,13 @@ async def test_the_key_is_compared_in_constant_time(
             response = await http.get("/v1/models", headers={"Authorization": header})
     assert response.status_code == (200 if header == f"Bearer {API_KEY}" else 401)
     assert len(calls) == 1
+
+
+def test_the_redaction_filter_rewrites_only_records_holding_the_key() -> None:
+    redact = RedactSecret(API_KEY)
+    holding = logging.LogRecord("x", logging.INFO, "f", 1, "GET /?api_key=%s", (API_KEY,), None)
+    plain = logging.LogRecord("x", logging.INFO, "f", 1, "GET /healthz %d", (200,), None)
+    broken = logging.LogRecord("x", logging.INFO, "f", 1, "%d %d", ("one",), None)
+    assert all(redact.filter(record) for record in (holding, plain, broken))
+    assert holding.getMessage() == f"GET /?api_key={REDACTED}"
+    assert plain.getMessage() == "GET /healthz 200"
