@@ -298,12 +298,18 @@ def train(
     return run
 
 
-def keras_sampler(run_dir: Path) -> Sampler:
-    """A Sampler over a run's latest checkpoint: the served network as Keras runs it."""
+def keras_sampler(run_dir: Path, *, raw_generator: bool = False) -> Sampler:
+    """A Sampler over a run's latest checkpoint: the served network as Keras runs it.
+
+    `raw_generator=True` samples a GAN's live generator instead of its EMA copy, to measure
+    what the averaging buys.
+    """
     from training.evaluate import Sampler
 
     run = open_run(run_dir)
     network, output_range = run.model.served, run.model.output_range
+    if raw_generator:
+        network = run.model.generator
 
     def generate(latents: np.ndarray) -> np.ndarray:
         chunks = [
@@ -316,5 +322,6 @@ def keras_sampler(run_dir: Path) -> Sampler:
     return Sampler(
         latent_dim=run.model.latent_dim,
         generate=generate,
-        description=f"Keras checkpoint {run.manager.latest_checkpoint} (epoch {epoch})",
+        description=f"Keras checkpoint {run.manager.latest_checkpoint} (epoch {epoch}, "
+        f"{'raw generator' if raw_generator else 'served network'})",
     )
