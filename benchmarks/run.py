@@ -539,12 +539,12 @@ def render_markdown(outcome: Outcome, rerun: str) -> str:
     return "\n".join(lines)
 
 
-def write_section(doc: Path, text: str) -> None:
-    """Replace the text between our markers (or append it), keeping the rest of the file."""
+def write_section(doc: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
+    """Replace the text between the markers (or append it), keeping the rest of the file."""
     old = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
+    block = f"{begin}\n{text.rstrip()}\n{end}"
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + block + old[old.index(end) + len(end) :]
     else:
         new = old.rstrip() + "\n\n" + block + "\n"
     doc.parent.mkdir(parents=True, exist_ok=True)

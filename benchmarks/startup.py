@@ -15,7 +15,6 @@ import os
 import platform
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,23 +22,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from benchmarks.run import cpu_model, free_port, write_section
+
 BEGIN, END = "<!-- startup:begin -->", "<!-- startup:end -->"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def proc_status_kib(pid: int, field: str) -> int:
@@ -92,17 +77,6 @@ def one_run(models_dir: Path, timeout_s: float = 120.0) -> dict[str, float | boo
         proc.wait(timeout=60)
 
 
-def write_section(doc: Path, text: str) -> None:
-    old = doc.read_text(encoding="utf-8") if doc.is_file() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{text.rstrip()}\n{END}"
-    if BEGIN in old and END in old:
-        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END) :]
-    else:
-        new = old.rstrip() + "\n\n" + block + "\n"
-    doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(new, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -139,7 +113,7 @@ def main() -> None:
     )
     print(text)
     if not args.no_write:
-        write_section(args.doc, text)
+        write_section(args.doc, text, BEGIN, END)
 
 
 if __name__ == "__main__":
