@@ -1,0 +1,69 @@
+"""The models this repository ships: each one verifies, serves, and carries its quality report.
+
+These guard the README's serve command: `imagegen serve` refuses to start on a broken
+model, so a bad export or a hand-edited card must fail here first.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.runtime.card import ModelCard, latent_for_seed, sha256_file, to_uint8
+from service.settings import Settings
+from tests.service.conftest import serve_in_process
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+SHIPPED = sorted(p.parent.name for p in MODELS_DIR.glob("*/model.json"))
+
+
+def test_the_four_models_named_in_the_docs_are_shipped() -> None:
+    expected = {"fashion-gan", "fashion-vae", "mnist-gan", "mnist-vae"}
+    assert expected <= set(SHIPPED), f"missing: {expected - set(SHIPPED)}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_card_matches_the_file_and_records_how_the_model_was_made(name: str) -> None:
+    folder = MODELS_DIR / name
+    card = ModelCard.load(folder / "model.json")
+    assert card.name == name
+    assert card.onnx.sha256 == sha256_file(folder / "model.onnx")
+    assert (folder / "model.onnx").stat().st_size < 8 * 2**20, "keep shipped models small"
+    assert card.dataset["train_size"] > 0 and card.training["epochs"] > 0
+    assert card.training["steps"] > 0 and card.training["code_revision"]
+    parity = card.metrics["parity"]
+    assert parity["max_abs_diff_batch_1"] <= 1e-4 and parity["max_abs_diff_batch_64"] <= 1e-4
+    quality = card.metrics["quality"]
+    assert quality["num_samples"] == 10000 and quality["reference_ok"]
+    assert set(quality["reference"]) == {
+        "real_train_vs_test",
+        "blur_sigma_0.5",
+        "blur_sigma_1",
+        "three_classes_removed",
+    }
+    assert Image.open(folder / "samples.png").format == "PNG"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+async def test_the_service_serves_it_and_returns_the_seed_contract_image(name: str) -> None:
+    card = ModelCard.load(MODELS_DIR / name / "model.json")
+    settings = Settings(models_dir=MODELS_DIR, max_batch_delay_ms=1)
+    async with serve_in_process(settings) as http:
+        assert (await http.get("/readyz")).status_code == 200
+        response = await http.post(f"/v1/models/{name}/generate", json={"seed": 1})
+        assert response.status_code == 200
+        pixels = np.asarray(Image.open(io.BytesIO(response.content)))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(
+        str(MODELS_DIR / name / "model.onnx"), providers=["CPUExecutionProvider"]
+    )
+    (out,) = session.run(None, {card.input_name: latent_for_seed(1, card.latent_dim)[None]})
+    expected = to_uint8(out, card.image.output_range)[0, ..., 0]
+    assert pixels.shape == (card.image.height, card.image.width)
+    np.testing.assert_array_equal(pixels, expected)
+    assert 10 < float(pixels.mean()) < 245, "a trained generator draws something, not a blank"
