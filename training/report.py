@@ -133,6 +133,17 @@ def model_section(
         *[_row(label, quality["reference"][key]) for key, label in REFERENCE_ROWS],
         "",
     ]
+    ablation = card.metrics.get("ema_ablation")
+    if ablation:
+        lines += [
+            "What the EMA of the generator's weights buys, same checkpoint, same evaluator "
+            f"({ablation.get('how', '')}):",
+            "",
+            *_header(),
+            _row("EMA generator (served)", ablation["ema"]),
+            _row("raw generator", ablation["raw"]),
+            "",
+        ]
     checks = quality_checks(card, others)
     if checks:
         lines += ["Quality bar:", ""]
