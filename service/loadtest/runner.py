@@ -215,10 +215,7 @@ class LoadRunner:
                 outcome = await send()
                 answered = clock()
                 if opens_at <= answered < closes_at:
-                    if outcome == 200:
-                        recorder.ok(answered - sent, images)
-                    else:
-                        recorder.failed(str(outcome))
+                    recorder.record(outcome, answered - sent, images)
 
         async def timeline() -> tuple[float, Snapshot | None]:
             await self._open_window(window, scrape)
@@ -281,15 +278,9 @@ class LoadRunner:
             outcome = await send()
             answered = clock()
             if opens_at <= answered < closes_at:
-                if outcome == 200:
-                    answered_in_window.ok(answered - intended, images)
-                else:
-                    answered_in_window.failed(str(outcome))
+                answered_in_window.record(outcome, answered - intended, images)
             if measured:
-                if outcome == 200:
-                    arrived.ok(answered - intended, images)
-                else:
-                    arrived.failed(str(outcome))
+                arrived.record(outcome, answered - intended, images)
 
         async def timeline() -> tuple[float, Snapshot | None]:
             await self._open_window(window, scrape)

@@ -48,6 +48,13 @@ class Recorder:
     def failed(self, kind: str) -> None:
         self.errors[kind] += 1
 
+    def record(self, outcome: int | str, latency_s: float, images: int) -> None:
+        """One answer: an HTTP status (200 is success) or a client-side error name."""
+        if outcome == 200:
+            self.ok(latency_s, images)
+        else:
+            self.failed(str(outcome))
+
     @property
     def requests(self) -> int:
         return self.successes + sum(self.errors.values())
