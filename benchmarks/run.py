@@ -229,7 +229,7 @@ class Server:
 
 @contextmanager
 def running_server(
-    models_dir: Path, extra: Sequence[str], log_dir: Path, name: str
+    models_dir: Path, extra: Sequence[str], log_dir: Path, name: str, poll_s: float = 0.1
 ) -> Iterator[Server]:
     port = free_port()
     command = [
@@ -255,7 +255,7 @@ def running_server(
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_ready(process, url, log_path)
+            wait_ready(process, url, log_path, poll_s)
             yield Server(process, url, command, log_path)
         finally:
             if process.poll() is None:
@@ -267,7 +267,9 @@ def running_server(
                     process.wait(timeout=10)
 
 
-def wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, log_path: Path, poll_s: float = 0.1
+) -> None:
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -279,7 +281,7 @@ def wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> No
                     return
         except OSError:
             pass
-        time.sleep(0.1)
+        time.sleep(poll_s)
     raise RuntimeError(f"the server at {url} was not ready within {START_TIMEOUT_S:g} s")
 
 

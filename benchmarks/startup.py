@@ -14,15 +14,12 @@ import argparse
 import os
 import platform
 import re
-import signal
 import statistics
-import subprocess
-import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-from benchmarks.run import cpu_model, free_port, write_section
+from benchmarks.run import cpu_model, running_server, write_section
 
 BEGIN, END = "<!-- startup:begin -->", "<!-- startup:end -->"
 
@@ -32,49 +29,18 @@ def proc_status_kib(pid: int, field: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def one_run(models_dir: Path, timeout_s: float = 120.0) -> dict[str, float | bool]:
-    port = free_port()
+def one_run(models_dir: Path, log_dir: Path) -> dict[str, float | bool]:
     started = time.monotonic()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--models-dir",
-            str(models_dir),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() - started > timeout_s:
-                raise TimeoutError("server not ready in time")
-            time.sleep(0.02)
+    # A fine poll, so the figure is the server's start-up and not the polling interval.
+    with running_server(models_dir, [], log_dir, "startup", poll_s=0.02) as server:
         ready_s = time.monotonic() - started
-        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        pid = server.process.pid
         return {
             "ready_s": ready_s,
-            "rss_mib": proc_status_kib(proc.pid, "VmRSS") / 1024,
-            "peak_rss_mib": proc_status_kib(proc.pid, "VmHWM") / 1024,
-            "tensorflow_mapped": "tensorflow" in maps,
+            "rss_mib": proc_status_kib(pid, "VmRSS") / 1024,
+            "peak_rss_mib": proc_status_kib(pid, "VmHWM") / 1024,
+            "tensorflow_mapped": "tensorflow" in Path(f"/proc/{pid}/maps").read_text(),
         }
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 def main() -> None:
@@ -87,7 +53,8 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="Print only.")
     args = parser.parse_args()
     models = sorted(p.parent.name for p in args.models_dir.glob("*/model.json"))
-    runs = [one_run(args.models_dir) for _ in range(args.runs)]
+    with tempfile.TemporaryDirectory(prefix="imagegen-startup-") as log_dir:
+        runs = [one_run(args.models_dir, Path(log_dir)) for _ in range(args.runs)]
     ready = [float(r["ready_s"]) for r in runs]
     rss = [float(r["rss_mib"]) for r in runs]
     peak = [float(r["peak_rss_mib"]) for r in runs]
