@@ -13,12 +13,12 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
+from service.api.errors import install_error_handlers
 from service.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_openapi
 from service.api.routes import health, images, latents, models
 from service.api.routes.playground import mount_playground
 from service.dataplane import DataPlane
-from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.redaction import secret_redacted_in_logs
 from service.settings import Settings

@@ -7,7 +7,8 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ServiceError, Unauthorized, error_response
+from service.api.errors import error_response
+from service.errors import PayloadTooLarge, ServiceError, Unauthorized
 from service.metrics import Metrics
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"})
