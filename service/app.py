@@ -11,9 +11,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.types import Message, Receive, Scope, Send
 
 from service import __version__
 from service.api.errors import install_error_handlers
+from service.api.fast import GENERATE_ROUTE, IMAGE_ROUTE, FastPath
 from service.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_openapi
 from service.api.routes import health, images, latents, models
@@ -24,6 +27,39 @@ from service.redaction import secret_redacted_in_logs
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class ImagegenApp(FastAPI):
+    """FastAPI, with the hot single-image routes answered before its middleware and routing,
+    and HEAD answered wherever GET is (RFC 9110 9.3.2)."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            fast_path = self.fast_path
+            route = fast_path.match(scope) if fast_path is not None else None
+            if route is not None:
+                assert fast_path is not None
+                await fast_path.serve(scope, receive, send, route)
+                return
+            if scope["method"] == "HEAD":
+                await super().__call__({**scope, "method": "GET"}, receive, _without_body(send))
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _without_body(send: Send) -> Send:
+    """A send that passes the GET answer's status and headers, and none of its body."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return send_head
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await dataplane.stop(settings.shutdown_grace_s)
                 logger.info("stopped")
 
-    app = FastAPI(
+    app = ImagegenApp(
         title="imagegen",
         version=__version__,
         summary="Images from ONNX GAN and VAE models, with dynamic batching.",
@@ -62,6 +98,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(latents.router)
     mount_playground(app)
+    fast_path = FastPath(dataplane, metrics)
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path in (GENERATE_ROUTE, IMAGE_ROUTE):
+            route.app = fast_path.route_app(route.path)
+    app.fast_path = fast_path
     # The last added middleware runs first: metrics see every answer, then the key, then size.
     app.add_middleware(
         BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics

@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
 from service.errors import PayloadTooLarge, ServiceError, Unauthorized
-from service.metrics import Metrics
+from service.metrics import Metrics, method_label
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"})
 # The playground page and its assets hold no data; the key guards the API calls it makes.
@@ -45,7 +45,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
+            method = method_label(scope["method"])
             self.metrics.requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.request_latency_seconds.labels(route=route, method=method).observe(
                 time.perf_counter() - started

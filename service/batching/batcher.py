@@ -16,7 +16,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from service.batching.errors import BatcherClosed, BatchSizeMismatch, DeadlineExceeded, QueueFull
+from service.batching.errors import (
+    BatcherClosed,
+    BatchSizeMismatch,
+    DeadlineExceeded,
+    QueueFull,
+    SchedulerFailed,
+    SchedulerRestarting,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +80,10 @@ class DynamicBatcher(Generic[InT, OutT]):
     A batch runs when `max_batch_size` items wait, when the oldest has waited
     `max_batch_delay_s`, or at once when an item arrives to an empty queue and an idle runtime.
     At most `max_concurrent_batches` batches run at a time.
+
+    If the scheduling task itself ever fails (a bug, not a failed batch), every waiting caller
+    gets SchedulerFailed at once, the batcher reports itself unhealthy, refuses new work with
+    SchedulerRestarting for `restart_delay_s`, and then starts a new scheduler.
     """
 
     def __init__(
@@ -85,6 +96,7 @@ class DynamicBatcher(Generic[InT, OutT]):
         max_concurrent_batches: int = 1,
         observer: BatchObserver | None = None,
         name: str = "batcher",
+        restart_delay_s: float = 1.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -109,6 +121,15 @@ class DynamicBatcher(Generic[InT, OutT]):
         self._batch_tasks: set[asyncio.Task[None]] = set()
         self._scheduler: asyncio.Task[None] | None = None
         self._closing = False
+        self.restart_delay_s = restart_delay_s
+        self.scheduler_failures = 0
+        self.last_scheduler_error: str | None = None
+        self._restart_timer: asyncio.TimerHandle | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """False from a scheduler failure until its replacement is running."""
+        return self._restart_timer is None
 
     @property
     def queued_items(self) -> int:
@@ -125,10 +146,43 @@ class DynamicBatcher(Generic[InT, OutT]):
 
     def start(self) -> None:
         """Start the scheduler task; needs a running event loop."""
-        if self._scheduler is None:
+        if self._scheduler is None and self._restart_timer is None:
             self._scheduler = asyncio.get_running_loop().create_task(
                 self._schedule(), name=f"{self.name}-scheduler"
             )
+            self._scheduler.add_done_callback(self._scheduler_ended)
+
+    def _scheduler_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return  # cancelled or ended by close(): nothing was lost
+        error = task.exception()
+        self.scheduler_failures += 1
+        self.last_scheduler_error = repr(error)
+        waiting = [request for request in self._queue if not request.future.done()]
+        logger.error(
+            "%s: the batch scheduler failed; failing %d waiting request(s), restarting in %g s",
+            self.name,
+            len(waiting),
+            self.restart_delay_s,
+            exc_info=error,
+        )
+        failure = SchedulerFailed(f"{self.name}: the batch scheduler failed: {error!r}")
+        for request in self._queue:
+            self._fail(request, failure)
+        self._queue.clear()
+        self._queued_items = 0
+        self._observer.queue_depth(0)
+        self._scheduler = None
+        if not self._closing:
+            self._restart_timer = asyncio.get_running_loop().call_later(
+                self.restart_delay_s, self._restart
+            )
+
+    def _restart(self) -> None:
+        self._restart_timer = None
+        if not self._closing:
+            logger.warning("%s: batch scheduler restarted", self.name)
+            self.start()
 
     async def submit(self, items: Sequence[InT], *, timeout_s: float | None = None) -> list[OutT]:
         """Queue `items` and wait for their results, in order.
@@ -138,6 +192,11 @@ class DynamicBatcher(Generic[InT, OutT]):
         """
         if self._closing:
             raise BatcherClosed(f"{self.name} is shutting down")
+        if self._restart_timer is not None:
+            raise SchedulerRestarting(
+                f"{self.name}: the batch scheduler failed ({self.last_scheduler_error}) and is "
+                "restarting"
+            )
         if not items:
             return []
         if self._queued_items + len(items) > self.max_queue_size:
@@ -172,6 +231,9 @@ class DynamicBatcher(Generic[InT, OutT]):
     async def close(self, grace_s: float | None = None) -> None:
         """Stop taking work, run what is queued within `grace_s`, then fail what is left."""
         self._closing = True
+        if self._restart_timer is not None:
+            self._restart_timer.cancel()
+            self._restart_timer = None
         self._wakeup.set()
         deadline = None if grace_s is None else time.monotonic() + grace_s
 

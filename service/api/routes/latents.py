@@ -16,7 +16,7 @@ from service import imaging
 from service.api.deps import ServingModelDep, SettingsDep, parse_body
 from service.api.disconnect import cancel_on_disconnect
 from service.api.negotiation import negotiate
-from service.api.routes.images import JSON, MAX_OUTPUT_PIXELS, PNG
+from service.api.routes.images import JSON, PNG
 from service.api.schemas import (
     ErrorResponse,
     InterpolateRequest,
@@ -25,7 +25,7 @@ from service.api.schemas import (
     LatentPoint,
     SeedLatent,
 )
-from service.dataplane import ServedModel, encode_grid_png, encode_pngs
+from service.dataplane import MAX_OUTPUT_PIXELS, ServedModel, encode_grid_png, encode_pngs
 from service.errors import InvalidInput, TooManyItems, quoted
 from service.interpolation import LatentOverflow, interpolate, positions
 from service.runtime.card import MAX_SEED, latent_for_seed
@@ -161,7 +161,7 @@ async def interpolate_latents(
     except LatentOverflow as error:
         raise InvalidInput(str(error)) from None
     _check_output_size(served, body, media_type)
-    images = await cancel_on_disconnect(request, served.images(latents))
+    images = await cancel_on_disconnect(request.receive, served.images(latents))
     headers = _headers(served)
     if media_type == PNG:
         strip = await encode_grid_png(images, body.columns or body.steps, body.scale)
