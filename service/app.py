@@ -11,12 +11,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
 from starlette.types import Message, Receive, Scope, Send
 
 from service import __version__
 from service.api.errors import install_error_handlers
-from service.api.fast import GENERATE_ROUTE, IMAGE_ROUTE, FastPath
+from service.api.fast import FastPath
 from service.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_openapi
 from service.api.routes import health, images, latents, models
@@ -98,11 +97,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(latents.router)
     mount_playground(app)
-    fast_path = FastPath(dataplane, metrics)
-    for route in app.routes:
-        if isinstance(route, APIRoute) and route.path in (GENERATE_ROUTE, IMAGE_ROUTE):
-            route.app = fast_path.route_app(route.path)
-    app.fast_path = fast_path
+    # The hot routes are answered before FastAPI's stack; their declared routes (OpenAPI, and
+    # any request that still reaches the router) answer through the same handlers.
+    app.state.fast_path = app.fast_path = FastPath(dataplane, metrics)
     # The last added middleware runs first: metrics see every answer, then the key, then size.
     app.add_middleware(
         BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics

@@ -9,9 +9,9 @@ with the same pydantic schemas, the images from the data plane, and the answer w
 two ASGI messages.
 
 FastAPI still declares both routes (OpenAPI is generated from those declarations, unchanged),
-and their `route.app` is pointed at this handler, so there is one implementation whichever
-way a request arrives. Every behaviour of the FastAPI routes is kept: the error contract and
-its bodies, the API key, the body limit, deadlines, disconnects, metrics, ETags, the bytes.
+and their endpoints answer through the same handlers (`FastPath.reply`), so there is one
+implementation whichever way a request arrives. Every behaviour is kept: the error contract
+and its bodies, the API key, the body limit, deadlines, disconnects, metrics, ETags, bytes.
 """
 
 from __future__ import annotations
@@ -149,15 +149,14 @@ class FastPath:
             return IMAGE_ROUTE, self._image, parts[0], parts[2][:-4]
         return None
 
-    def route_app(self, template: str) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-        """An ASGI app for FastAPI's declared route: the same handler, whatever the path."""
-
-        async def app(scope: Scope, receive: Receive, send: Send) -> None:
-            found = self.match(scope)
-            assert found is not None and found[0] == template, "declared route mismatch"
-            await self.serve(scope, receive, send, found)
-
-        return app
+    async def reply(self, scope: Scope, receive: Receive) -> Reply:
+        """The handler's answer for a request FastAPI routed to a declared hot route (its
+        middleware then does the key, the limit and the metrics); errors are raised."""
+        found = self.match(scope)
+        if found is None:
+            raise RuntimeError(f"{scope['method']} {scope['path']} is not a fast-path route")
+        _, handler, model, argument = found
+        return await handler(scope, receive, _request_headers(scope), model, argument)
 
     async def serve(
         self, scope: Scope, receive: Receive, send: Send, route: tuple[str, Handler, str, str]

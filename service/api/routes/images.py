@@ -10,6 +10,7 @@ from starlette.responses import JSONResponse, Response
 
 from service.api.deps import DataPlaneDep, ServingModelDep, openapi_body, parse_body
 from service.api.disconnect import cancel_on_disconnect
+from service.api.fast import FastPath
 from service.api.negotiation import negotiate
 from service.api.schemas import (
     MAX_SCALE,
@@ -36,9 +37,14 @@ def _with_errors(ok: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[st
     return ok | _ERRORS
 
 
-# FastAPI declares the two single-image routes (their OpenAPI text comes from here), and
-# create_app points each one's ASGI app at service.api.fast, which serves them.
-_SERVED_BY_FAST_PATH = "served by service.api.fast.FastPath (create_app replaces route.app)"
+async def _fast_path_reply(request: Request) -> Response:
+    """The answer of service.api.fast's handler, which serves these routes ahead of FastAPI;
+    FastAPI declares them (the OpenAPI text comes from here) and answers alike if it routes
+    a request to them."""
+    fast_path: FastPath = request.app.state.fast_path
+    reply = await fast_path.reply(request.scope, request.receive)
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in reply.headers}
+    return Response(content=reply.body, status_code=reply.status, headers=headers)
 
 
 def _model_headers(served: ServedModel) -> dict[str, str]:
@@ -55,7 +61,7 @@ def _model_headers(served: ServedModel) -> dict[str, str]:
 )
 async def generate(served: ServingModelDep, request: Request) -> Response:
     """One image from `seed`, `latent` or a random seed: PNG, or JSON when asked by Accept."""
-    raise NotImplementedError(_SERVED_BY_FAST_PATH)
+    return await _fast_path_reply(request)
 
 
 @router.get(
@@ -76,7 +82,7 @@ async def seeded_image(
     `truncation` and `scale` as for POST generate; HEAD answers the same headers. With an
     API key configured, `Cache-Control` is `private` and the answer varies by Authorization.
     """
-    raise NotImplementedError(_SERVED_BY_FAST_PATH)
+    return await _fast_path_reply(request)
 
 
 @router.post(

@@ -311,3 +311,45 @@ def test_bad_configuration_fails_naming_the_value(option: str, value: float) -> 
             max_batch_delay_s=options["max_batch_delay_s"],
             max_queue_size=int(options["max_queue_size"]),
         )
+
+
+async def test_a_failed_scheduler_fails_its_waiters_at_once_and_is_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from service.batching import SchedulerFailed, SchedulerRestarting
+
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=2,  # [2, 3] fills a batch: the scheduler takes it as soon as it can
+        max_batch_delay_s=LONG_DELAY_S,
+        max_queue_size=16,
+        restart_delay_s=0.05,
+    )
+    gate = model.hold()
+    first = asyncio.create_task(batcher.submit([1]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)  # the runtime is busy with [1]
+    waiting = asyncio.create_task(batcher.submit([2, 3], timeout_s=LONG_DELAY_S))
+    await asyncio.sleep(0)
+
+    def broken_take(limit: int) -> list[object]:
+        raise RuntimeError("scheduler bug")
+
+    batcher._take = broken_take  # type: ignore[method-assign,assignment]
+    gate.set()  # the slot frees, the scheduler takes the next batch and fails
+    started = time.monotonic()
+    with pytest.raises(SchedulerFailed, match="scheduler bug"):
+        await asyncio.wait_for(waiting, PATIENCE_S)
+    assert time.monotonic() - started < PATIENCE_S  # at once, not at the request's deadline
+    assert await first == [10]  # the batch that was running finished normally
+    assert not batcher.healthy and batcher.scheduler_failures == 1
+    assert "the batch scheduler failed" in caplog.text
+    with pytest.raises(SchedulerRestarting):
+        await batcher.submit([4])
+    del batcher._take  # the bug is gone; the restarted scheduler serves again
+    deadline = time.monotonic() + PATIENCE_S
+    while not batcher.healthy and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert batcher.healthy
+    assert await asyncio.wait_for(batcher.submit([5, 6]), PATIENCE_S) == [50, 60]
+    await batcher.close(1.0)
