@@ -10,6 +10,7 @@ import asyncio
 import enum
 import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from service.errors import (
     quoted,
 )
 from service.imaging import grid_shape
+from service.interpolation import LatentOverflow, Method, interpolate
 from service.metrics import Metrics
 from service.runtime.card import MAX_SEED, ModelCard, latent_for_seed
 from service.runtime.providers import ProviderUnavailable, plan_for_settings
@@ -43,6 +45,24 @@ from service.settings import Settings
 logger = logging.getLogger(__name__)
 
 MAX_OUTPUT_PIXELS = 64 * 1024 * 1024  # one response image, after scaling and tiling
+
+
+_SEED_TEXT = re.compile(r"[0-9]{1,19}")
+
+
+def parse_seed(text: str) -> int:
+    """A seed written in a URL path: decimal digits, 0 <= seed < 2**63; 422 otherwise."""
+    if not _SEED_TEXT.fullmatch(text) or int(text) >= MAX_SEED:
+        raise InvalidInput(f"seed must be an integer 0 <= seed < 2**63, got {quoted(text)}")
+    return int(text)
+
+
+def check_output_pixels(pixels: int) -> None:
+    """422 when one response would hold more than MAX_OUTPUT_PIXELS pixels."""
+    if pixels > MAX_OUTPUT_PIXELS:
+        raise InvalidInput(
+            f"the response would have {pixels} pixels; the limit is {MAX_OUTPUT_PIXELS}"
+        )
 
 
 def random_seed(count: int = 1) -> int:
@@ -165,11 +185,33 @@ class ServedModel:
         """422 when `count` images at `scale`, tiled in `columns`, would be too many pixels."""
         rows, cols = grid_shape(count, columns)
         image = self.card.image
-        pixels = rows * image.height * scale * cols * image.width * scale
-        if pixels > MAX_OUTPUT_PIXELS:
+        check_output_pixels(rows * image.height * scale * cols * image.width * scale)
+
+    def latent_point(
+        self, seed: int | None, latent: Sequence[float] | None, where: str, truncation: float
+    ) -> np.ndarray:
+        """One latent row from a seed or from given values (checked), scaled by truncation."""
+        rows: np.ndarray
+        if seed is not None:
+            rows = self.latents_for_seeds([seed], truncation)
+            return rows[0]
+        assert latent is not None, "a point has a seed or a latent"
+        if len(latent) != self.card.latent_dim:
             raise InvalidInput(
-                f"the response image would have {pixels} pixels; the limit is {MAX_OUTPUT_PIXELS}"
+                f"{where}.latent has {len(latent)} values; model {self.name} needs "
+                f"latent_dim={self.card.latent_dim}"
             )
+        rows = self.latents_from_values([latent], truncation)
+        return rows[0]
+
+    def interpolation_latents(
+        self, start: np.ndarray, end: np.ndarray, steps: int, method: Method
+    ) -> np.ndarray:
+        """`steps` latents from `start` to `end`; 422 when a point leaves float32."""
+        try:
+            return interpolate(start, end, steps, method)
+        except LatentOverflow as error:
+            raise InvalidInput(str(error)) from None
 
     @staticmethod
     def _truncate(latents: np.ndarray, truncation: float) -> np.ndarray:
@@ -291,6 +333,15 @@ async def encode_grid_png(
 ) -> bytes:
     """One grid PNG of the images, encoded in a worker thread."""
     return await asyncio.to_thread(imaging.encode_grid_png, images, columns, scale)
+
+
+async def encode_gif(
+    images: Sequence[np.ndarray], scale: int, frame_duration_ms: int, bounce: bool
+) -> bytes:
+    """An animated GIF of the frames, encoded in a worker thread (palettes are CPU work)."""
+    return await asyncio.to_thread(
+        imaging.encode_gif, list(images), scale, frame_duration_ms, bounce
+    )
 
 
 class DataPlane:

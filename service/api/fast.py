@@ -20,7 +20,6 @@ import base64
 import hmac
 import json
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -33,7 +32,7 @@ from service.api.bodies import body_too_large, parse_json, read_body
 from service.api.disconnect import cancel_on_disconnect
 from service.api.negotiation import negotiate
 from service.api.schemas import MAX_SCALE, GenerateRequest, GenerateResponse
-from service.dataplane import DataPlane, ServedModel, random_seed
+from service.dataplane import DataPlane, ServedModel, parse_seed, random_seed
 from service.errors import (
     InvalidInput,
     ServiceError,
@@ -41,10 +40,8 @@ from service.errors import (
     describe_validation_errors,
     error_json,
     is_rejection,
-    quoted,
 )
 from service.metrics import Metrics, method_label
-from service.runtime.card import MAX_SEED
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +53,6 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 # With an API key, a shared cache must not hand an image to a client without the key.
 PRIVATE_IMMUTABLE = "private, max-age=31536000, immutable"
 _PREFIX = "/v1/models/"
-_SEED_PATTERN = re.compile(r"[0-9]{1,19}")
 _GENERATE_TYPES = (PNG, JSON)
 _IMAGE_TYPES = (PNG,)
 _WANTED_HEADERS = frozenset(
@@ -285,11 +281,7 @@ class FastPath:
         served = self.dataplane.serving(model)
         query = _image_query(scope["query_string"])
         negotiate(_text(headers.get(b"accept")), _IMAGE_TYPES)
-        if not _SEED_PATTERN.fullmatch(seed_text) or int(seed_text) >= MAX_SEED:
-            raise InvalidInput(
-                f"seed must be an integer 0 <= seed < 2**63, got {quoted(seed_text)}"
-            )
-        seed = int(seed_text)
+        seed = parse_seed(seed_text)
         etag = served.image_etag(seed, query.truncation, query.scale)
         reply_headers = self._headers_for(served)
         reply_headers += [

@@ -47,7 +47,7 @@ async def _fast_path_reply(request: Request) -> Response:
     return Response(content=reply.body, status_code=reply.status, headers=headers)
 
 
-def _model_headers(served: ServedModel) -> dict[str, str]:
+def model_headers(served: ServedModel) -> dict[str, str]:
     return {"X-Model": served.name, "X-Model-Version": served.card.version}
 
 
@@ -113,7 +113,7 @@ async def generate_batch(
             seed_list = list(range(start, start + count))
         latents = served.latents_for_seeds(seed_list, body.truncation)
         seeds = list(seed_list)
-    headers = _model_headers(served)
+    headers = model_headers(served)
     if media_type == PNG:
         served.check_output_size(len(seeds), body.scale, body.columns)
     else:
