@@ -191,18 +191,18 @@ class ServedModel:
         self, seed: int | None, latent: Sequence[float] | None, where: str, truncation: float
     ) -> np.ndarray:
         """One latent row from a seed or from given values (checked), scaled by truncation."""
-        rows: np.ndarray
+        row: np.ndarray
         if seed is not None:
-            rows = self.latents_for_seeds([seed], truncation)
-            return rows[0]
+            row = self.latents_for_seeds([seed], truncation)[0]
+            return row
         assert latent is not None, "a point has a seed or a latent"
         if len(latent) != self.card.latent_dim:
             raise InvalidInput(
                 f"{where}.latent has {len(latent)} values; model {self.name} needs "
                 f"latent_dim={self.card.latent_dim}"
             )
-        rows = self.latents_from_values([latent], truncation)
-        return rows[0]
+        row = self.latents_from_values([latent], truncation)[0]
+        return row
 
     def interpolation_latents(
         self, start: np.ndarray, end: np.ndarray, steps: int, method: Method
