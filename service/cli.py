@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+import socket
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,7 +49,17 @@ def configure_logging(level: str) -> None:
 
 
 def run_server(settings: Settings) -> int:
-    """Run uvicorn until SIGTERM or SIGINT; the exit status of the process."""
+    """Run uvicorn (or, with workers > 1, a supervisor of several) until SIGTERM or SIGINT;
+    the exit status of the process."""
+    if settings.workers > 1:
+        from service.supervisor import run_workers
+
+        return run_workers(settings)
+    return serve_on_socket(settings, None)
+
+
+def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
+    """One server process: on `sock` (a supervisor's worker) or on host:port of its own."""
     from service.app import create_app
 
     config = uvicorn.Config(
@@ -74,7 +85,7 @@ def run_server(settings: Settings) -> int:
     # installed before it. A no-op handler there makes a graceful stop exit with status 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda signum, frame: None)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     if not server.started:
         return STARTUP_FAILURE_EXIT_CODE
     return 0
@@ -85,6 +96,7 @@ def serve(
     models_dir: Annotated[Path | None, typer.Option(help=_help("models_dir"))] = None,
     host: Annotated[str | None, typer.Option(help=_help("host"))] = None,
     port: Annotated[int | None, typer.Option(help=_help("port"))] = None,
+    workers: Annotated[int | None, typer.Option(help=_help("workers"))] = None,
     providers: Annotated[str | None, typer.Option(help=_help("providers"))] = None,
     device_id: Annotated[int | None, typer.Option(help=_help("device_id"))] = None,
     intra_op_threads: Annotated[int | None, typer.Option(help=_help("intra_op_threads"))] = None,

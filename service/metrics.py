@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -10,6 +12,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # Methods that get their own label; any other method a client sends is counted as "other", so
 # arbitrary method names cannot grow the number of series.
@@ -52,9 +55,17 @@ class Metrics:
         )
         self.queue_depth_images = Gauge(
             "imagegen_queue_depth_images",
-            "Images waiting in a model's queue.",
+            "Images waiting in a model's queue (summed over live workers).",
             ["model"],
             registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.process_requests = Gauge(
+            "imagegen_process_requests",
+            "HTTP requests answered by this server process (with --workers, one series per "
+            "live worker, labelled by pid).",
+            registry=r,
+            multiprocess_mode="liveall",
         )
         self.queue_wait_seconds = Histogram(
             "imagegen_queue_wait_seconds",
@@ -87,7 +98,12 @@ class Metrics:
         return ModelBatchObserver(self, model)
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition and its content type."""
+        """The Prometheus text exposition and its content type; with several worker processes
+        (PROMETHEUS_MULTIPROC_DIR set), the sum of all of them."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

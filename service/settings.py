@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Server processes sharing the port (processes), each with its own models "
+        "and batchers under one supervisor; 1 = a single process.",
+    )
     providers: ProviderChoice = Field(
         default="auto",
         description="onnxruntime execution providers: 'auto' (CUDA when usable, else CPU), "

@@ -213,10 +213,12 @@ class FastPath:
             label = method_label(method)
             counter = self.metrics.requests.labels(route=template, method=label, status=str(status))
             latency = self.metrics.request_latency_seconds.labels(route=template, method=label)
+            process_requests = self.metrics.process_requests
 
             def observe(seconds: float) -> None:
                 counter.inc()
                 latency.observe(seconds)
+                process_requests.inc()
 
             self._observers[key] = observe
         observe(seconds)

@@ -46,6 +46,7 @@ class MetricsMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
             method = method_label(scope["method"])
+            self.metrics.process_requests.inc()
             self.metrics.requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.request_latency_seconds.labels(route=route, method=method).observe(
                 time.perf_counter() - started
