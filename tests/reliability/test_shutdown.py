@@ -28,9 +28,7 @@ REFUSED = {"ConnectionRefusedError", "ConnectionResetError", "no response"}
 async def test_sigterm_under_load_answers_every_accepted_request_then_exits_0(
     serve: Launcher, workers: int
 ) -> None:
-    server = serve(
-        max_batch_size=8, max_queue_size=256, shutdown_grace_s=GRACE_S, workers=workers
-    )
+    server = serve(max_batch_size=8, max_queue_size=256, shutdown_grace_s=GRACE_S, workers=workers)
     port = server.port
     outcomes: list[Outcome] = []
     stop = asyncio.Event()

@@ -19,12 +19,17 @@ from tests.reliability.harness import Server, parse_metrics, request
 PATIENCE_S = 60.0
 
 
-def worker_requests(server: Server) -> dict[str, float]:
+async def scrape(server: Server) -> dict[str, float]:
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await http.get(f"http://127.0.0.1:{server.port}/metrics")
+    return parse_metrics(response.text)
+
+
+async def worker_requests(server: Server) -> dict[str, float]:
     """imagegen_process_requests by worker pid, as /metrics reports it."""
-    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
     return {
         name.split('pid="')[1].split('"')[0]: value
-        for name, value in parse_metrics(text).items()
+        for name, value in (await scrape(server)).items()
         if name.startswith("imagegen_process_requests{")
     }
 
@@ -55,11 +60,10 @@ async def test_two_workers_both_serve_and_metrics_add_them_up(serve: Launcher) -
     assert len(pids) == 2
     statuses = await generate_many(server, 200, 0)
     assert statuses == [200] * 200
-    counts = worker_requests(server)
+    counts = await worker_requests(server)
     assert {int(pid) for pid in counts} == pids, "both workers answered requests"
     assert all(count > 0 for count in counts.values())
-    text = httpx.get(f"http://127.0.0.1:{server.port}/metrics", timeout=10).text
-    samples = parse_metrics(text)
+    samples = await scrape(server)
     generated = sum(v for k, v in samples.items() if k.startswith("imagegen_images_generated"))
     assert generated >= 200  # every worker's images, in one scrape (plus warm-up)
 
@@ -84,8 +88,9 @@ async def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(
     assert len(after) == 2 and victim not in after and (before - {victim}) <= after
     replacement = (after - before).pop()
     deadline = time.monotonic() + PATIENCE_S
-    while time.monotonic() < deadline and str(replacement) not in worker_requests(server):
+    while time.monotonic() < deadline and str(replacement) not in await worker_requests(server):
         await generate_many(server, 20, 5000)
-    assert str(replacement) in worker_requests(server), "the new worker serves"
-    assert str(victim) not in worker_requests(server), "the dead worker's series is gone"
+    counts = await worker_requests(server)
+    assert str(replacement) in counts, "the new worker serves"
+    assert str(victim) not in counts, "the dead worker's series is gone"
     assert "exited with -9; starting a new one" in server.log()
