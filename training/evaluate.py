@@ -45,6 +45,7 @@ from training.metrics import (
 
 __all__ = [
     "Sampler",
+    "ValidationScorer",
     "ensure_classifier",
     "evaluate_command",
     "evaluate_images",
@@ -502,6 +503,52 @@ def evaluate_sampler(
         "total": round(time.monotonic() - started, 1),
     }
     return report
+
+
+# --- scoring during training ---------------------------------------------------------
+
+
+VALIDATION_FIRST_SEED = 1_000_000  # in-training samples use seeds apart from the reports'
+
+
+class ValidationScorer:
+    """Scores generated images against the validation split (training/data.py), never
+    the test set: FD, precision, recall and coverage with the evaluator's classifier.
+
+    Built once per training run (validation features and k-NN radii); a call costs the
+    generated images' features and one k-NN pass, seconds for a few thousand images.
+    """
+
+    def __init__(
+        self, dataset_name: str, validation_images: np.ndarray, *, data_dir: Path | None = None
+    ) -> None:
+        if len(validation_images) <= DC_K:
+            raise ValueError(
+                f"{len(validation_images)} validation images are too few to score against"
+            )
+        self.extractor = FeatureExtractor(ensure_classifier(dataset_name, data_dir=data_dir))
+        self.features, _ = self.extractor(validation_images)
+        self.radii = kth_neighbour_radii(self.features, (PR_K, DC_K))
+
+    @property
+    def num_images(self) -> int:
+        return len(self.features)
+
+    def __call__(self, images: np.ndarray) -> dict[str, float]:
+        features, _ = self.extractor(images)
+        prdc_features = features
+        if len(features) > len(self.features):  # like with like, as in the full report
+            pick = np.random.default_rng(PRDC_SUBSET_SEED).choice(
+                len(features), len(self.features), replace=False
+            )
+            prdc_features = features[np.sort(pick)]
+        scores = prdc(self.features, prdc_features, pr_k=PR_K, dc_k=DC_K, real_radii=self.radii)
+        return {
+            "frechet_distance": frechet_distance(features, self.features),
+            "precision": scores["precision"],
+            "recall": scores["recall"],
+            "coverage": scores["coverage"],
+        }
 
 
 # --- presentation and the CLI entry point ------------------------------------------------

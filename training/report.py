@@ -122,6 +122,24 @@ def quality_checks(card: ModelCard, others: dict[str, ModelCard]) -> list[tuple[
     return checks
 
 
+def ablation_rows(ablation: dict[str, Any], with_kid: bool) -> list[str]:
+    """The EMA ablation's rows; cards from before BatchNorm recomputation have two."""
+    if "ema_copied_bn" not in ablation:
+        return [
+            _row("EMA generator (served)", ablation["ema"], with_kid),
+            _row("raw generator", ablation["raw"], with_kid),
+        ]
+    return [
+        _row("EMA generator, BatchNorm statistics recomputed (served)", ablation["ema"], with_kid),
+        _row(
+            "EMA generator, BatchNorm statistics copied from the live generator",
+            ablation["ema_copied_bn"],
+            with_kid,
+        ),
+        _row("raw generator", ablation["raw"], with_kid),
+    ]
+
+
 def model_section(
     card: ModelCard, model_dir: Path, docs_dir: Path, others: dict[str, ModelCard]
 ) -> list[str]:
@@ -161,9 +179,8 @@ def model_section(
             "What the EMA of the generator's weights buys, same checkpoint, same evaluator "
             f"({ablation.get('how', '')}):",
             "",
-            *_header(),
-            _row("EMA generator (served)", ablation["ema"]),
-            _row("raw generator", ablation["raw"]),
+            *_header(kid),
+            *ablation_rows(ablation, kid),
             "",
         ]
     checks = quality_checks(card, others)
