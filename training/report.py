@@ -210,8 +210,11 @@ def write_quality_doc(models_dir: Path, out: Path) -> str:
         "the generated images and the test set; precision/recall (k=3) and density/coverage",
         "(k=5) are the k-NN measures of Kynkäänniemi et al. and Naeem et al. The four real",
         "rows are the calibration points from the same evaluator and run: a perfect generator",
-        "scores like the first row; blurred and class-dropped test sets show what visible",
-        "flaws cost.",
+        "scores like the first row; blurred and class-dropped real sets show what visible",
+        "flaws cost. The row labels say which images they were built from: reports made before",
+        "issue 11 blurred the test images themselves (which inflates those rows' precision and",
+        "density), newer ones a train subset disjoint from the test set, and add KID with its",
+        "95% interval beside FD.",
         "",
     ]
     for name, card in cards.items():
