@@ -61,6 +61,17 @@ def train_command(
     steps_per_epoch: Annotated[
         int | None, typer.Option(min=1, help="Cap the steps per epoch (quick runs).")
     ] = None,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Score the served network on the validation split every N epochs (and after "
+            "the last), keeping the best checkpoint; 0: never.",
+        ),
+    ] = 5,
+    eval_samples: Annotated[
+        int, typer.Option(min=10, help="Generated images per validation score.")
+    ] = 2000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a GAN or a VAE, with a checkpoint every epoch (resumable)."""
@@ -82,6 +93,8 @@ def train_command(
         strategy=strategy,
         max_train_images=max_train_images,
         steps_per_epoch=steps_per_epoch,
+        eval_every=eval_every,
+        eval_samples=eval_samples,
     )
     target = run_dir or Path("runs") / f"{dataset}-{kind}"
     try:
