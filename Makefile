@@ -9,7 +9,7 @@ LOCK := requirements.lock
 SYSTEM_PACKAGES := dataset-fashion-mnist chromium nginx-light docker-compose
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve install install-dev system-deps test lint pytest format train-all clean
+.PHONY: serve install install-dev system-deps test lint pytest format train-all clean docs-assets
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,31 @@ lock:
 	$(BIN)/pip install -q uv
 	$(BIN)/uv pip compile pyproject.toml --extra train --extra dev --extra loadtest \
 	  --python-version 3.11 -o $(LOCK)
+
+## Refresh the API docs' assets in service/static/vendor (npm's registry; needs npm).
+SWAGGER_UI_VERSION ?= 5.35.0
+REDOC_VERSION ?= 2.5.4
+VENDOR := service/static/vendor
+# ReDoc's side menu shows a logo from cdn.redoc.ly: an empty inline SVG instead (the
+# "API docs by Redocly" credit stays), so the page makes no request off its origin.
+REDOC_LOGO := https://cdn.redoc.ly/redoc/logo-mini.svg
+EMPTY_SVG := data:image/svg+xml,%3Csvg xmlns=%27http://www.w3.org/2000/svg%27/%3E
+docs-assets:
+	tmp=$$(mktemp -d) && cd $$tmp && \
+	npm pack -q swagger-ui-dist@$(SWAGGER_UI_VERSION) redoc@$(REDOC_VERSION) >/dev/null && \
+	mkdir sw rd && tar xzf swagger-ui-dist-$(SWAGGER_UI_VERSION).tgz -C sw && \
+	tar xzf redoc-$(REDOC_VERSION).tgz -C rd && cd $(CURDIR) && \
+	rm -rf $(VENDOR) && mkdir -p $(VENDOR)/swagger-ui $(VENDOR)/redoc && \
+	cp $$tmp/sw/package/swagger-ui-bundle.js $$tmp/sw/package/swagger-ui-bundle.js.LICENSE.txt \
+	  $$tmp/sw/package/swagger-ui.css $$tmp/sw/package/favicon-32x32.png \
+	  $$tmp/sw/package/LICENSE $$tmp/sw/package/NOTICE $(VENDOR)/swagger-ui/ && \
+	cp $$tmp/rd/package/bundles/redoc.standalone.js \
+	  $$tmp/rd/package/bundles/redoc.standalone.js.LICENSE.txt \
+	  $$tmp/rd/package/LICENSE $(VENDOR)/redoc/ && \
+	sed -i "s|$(REDOC_LOGO)|$(EMPTY_SVG)|" $(VENDOR)/redoc/redoc.standalone.js && \
+	grep -q "$(EMPTY_SVG)" $(VENDOR)/redoc/redoc.standalone.js && \
+	printf '%s\n' "swagger-ui-dist $(SWAGGER_UI_VERSION)" "redoc $(REDOC_VERSION)" \
+	  > $(VENDOR)/VERSIONS && rm -rf $$tmp
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -16,6 +16,7 @@ from service import __version__
 from service.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_openapi
 from service.api.routes import health, images, latents, models
+from service.api.routes.docs import mount_docs
 from service.api.routes.playground import mount_playground
 from service.dataplane import DataPlane
 from service.errors import install_error_handlers
@@ -51,6 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Images from ONNX GAN and VAE models, with dynamic batching.",
         lifespan=lifespan,
+        docs_url=None,  # mount_docs serves /docs and /redoc from the package, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -62,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(latents.router)
     mount_playground(app)
+    mount_docs(app)
     # The last added middleware runs first: metrics see every answer, then the key, then size.
     app.add_middleware(
         BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
