@@ -11,16 +11,24 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: serve install install-dev system-deps test lint pytest format train-all clean docs-assets
 
+# Stamps in the venv: pip runs again only when pyproject.toml or the lock changed, so a second
+# `make serve` needs no network. `make clean`, or removing the stamps, forces a reinstall.
+SERVE_STAMP := $(VENV)/.installed-serve
+DEV_STAMP := $(VENV)/.installed-dev
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -U pip
 
-## Serving install only (no TensorFlow), pinned by the lock file.
-install: $(BIN)/python
+$(SERVE_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) -e .
+	touch $@
 
-## Install and start the service on the shipped models (CPU by default) at http://127.0.0.1:8000.
-serve: install
+## Serving install only (no TensorFlow), pinned by the lock file.
+install: $(SERVE_STAMP)
+
+## Install (when needed) and start the service on the shipped models (CPU by default) at http://127.0.0.1:8000.
+serve: $(SERVE_STAMP)
 	$(BIN)/imagegen serve
 
 system-deps:
@@ -30,9 +38,12 @@ system-deps:
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-## Everything: serving, training (TensorFlow, tf2onnx), load testing and dev tools.
-install-dev: $(BIN)/python system-deps
+$(DEV_STAMP): pyproject.toml $(LOCK) | $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) -e '.[train,dev,loadtest]'
+	touch $@ $(SERVE_STAMP)
+
+## Everything: serving, training (TensorFlow, tf2onnx), load testing and dev tools.
+install-dev: system-deps $(DEV_STAMP)
 
 ## Install everything and run the whole test suite (lint, types, tests).
 test: install-dev
