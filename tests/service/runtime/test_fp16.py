@@ -185,5 +185,5 @@ def test_conversion_without_onnx_says_how_to_get_it(
     models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "onnx", None)
-    with pytest.raises(RuntimeError, match=r"pip install 'imagegen\[fp16\]'"):
+    with pytest.raises(RuntimeError, match=r"make install-dev.*pip install .* -e '\.\[fp16\]'"):
         convert_model_dir(models_dir / GAN)
