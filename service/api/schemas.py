@@ -156,6 +156,10 @@ class ImageShape(BaseModel):
     channels: int = Field(description="1 grayscale, 3 RGB, 4 RGBA.")
 
 
+class DatasetName(BaseModel):
+    name: str | None = Field(description="The data set it was trained on, when the card says.")
+
+
 class ModelSummary(BaseModel):
     """One line of the model list; `GET /v1/models/{model}` has the whole card."""
 
@@ -165,6 +169,7 @@ class ModelSummary(BaseModel):
     description: str
     latent_dim: int = Field(description="Length of a latent vector (float32 values).")
     image: ImageShape
+    dataset: DatasetName
     providers: list[str] = Field(description="onnxruntime execution providers in use.")
     ready: bool = Field(description="Whether the model takes requests now.")
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import DataPlaneDep, KnownModelDep
-from service.api.schemas import ErrorResponse, ImageShape, ModelInfo, ModelList, ModelSummary
+from service.api.schemas import (
+    DatasetName,
+    ErrorResponse,
+    ImageShape,
+    ModelInfo,
+    ModelList,
+    ModelSummary,
+)
 from service.dataplane import DataPlane, ServedModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
@@ -22,6 +29,7 @@ def summary(served: ServedModel, dataplane: DataPlane) -> ModelSummary:
         image=ImageShape(
             height=card.image.height, width=card.image.width, channels=card.image.channels
         ),
+        dataset=DatasetName(name=card.dataset.get("name")),
         providers=served.providers,
         ready=dataplane.ready,
     )
@@ -29,8 +37,8 @@ def summary(served: ServedModel, dataplane: DataPlane) -> ModelSummary:
 
 @router.get("", response_model=ModelList)
 async def list_models(dataplane: DataPlaneDep) -> ModelList:
-    """Every served model in a few lines: kind, version, latent size, image shape, providers,
-    readiness. Its data set, training, quality metrics and ONNX details: `/v1/models/{model}`."""
+    """Every served model in a few lines: kind, version, latent size, image shape, data set name,
+    providers, readiness. Training, quality metrics and ONNX details: `/v1/models/{model}`."""
     return ModelList(
         models=[summary(dataplane.models[name], dataplane) for name in sorted(dataplane.models)]
     )

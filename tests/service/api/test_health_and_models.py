@@ -51,6 +51,7 @@ async def test_model_list_is_a_compact_summary_of_every_model(client: httpx.Asyn
         "description": gan["description"],
         "latent_dim": 16,
         "image": {"height": 8, "width": 8, "channels": 3},
+        "dataset": {"name": "none"},
         "providers": ["CPUExecutionProvider"],
         "ready": True,
     }
