@@ -55,6 +55,9 @@ def captured(monkeypatch: pytest.MonkeyPatch) -> list[Settings]:
         return 0
 
     monkeypatch.setattr(cli, "run_server", fake_run_server)
+    # basicConfig(force=True) would bind the root logger to CliRunner's stream, closed after
+    # the test: later tests' log lines would fail on it.
+    monkeypatch.setattr(cli, "configure_logging", lambda level: None)
     return seen
 
 
