@@ -19,6 +19,7 @@ from service.api.fast import FastPath
 from service.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_openapi
 from service.api.routes import health, images, latents, models
+from service.api.routes.docs import mount_docs
 from service.api.routes.playground import mount_playground
 from service.dataplane import DataPlane
 from service.metrics import Metrics
@@ -86,6 +87,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Images from ONNX GAN and VAE models, with dynamic batching.",
         lifespan=lifespan,
+        docs_url=None,  # mount_docs serves /docs and /redoc from the package, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -97,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(latents.router)
     mount_playground(app)
+    mount_docs(app)
     # The hot routes are answered before FastAPI's stack; their declared routes (OpenAPI, and
     # any request that still reaches the router) answer through the same handlers.
     app.state.fast_path = app.fast_path = FastPath(dataplane, metrics)

@@ -11,7 +11,20 @@ from service.api.errors import error_response
 from service.errors import PayloadTooLarge, ServiceError, Unauthorized
 from service.metrics import Metrics, method_label
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"})
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/metrics",
+        # The API's description and its offline viewers hold no data; the calls they make
+        # from the page need the key like any other.
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+    }
+)
 # The playground page and its assets hold no data; the key guards the API calls it makes.
 OPEN_PREFIXES = ("/static/",)
 PLAYGROUND_PATH = "/"

@@ -5,16 +5,42 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from service.api.deps import DataPlaneDep, KnownModelDep
-from service.api.schemas import ErrorResponse, ModelInfo, ModelList
+from service.api.schemas import (
+    DatasetName,
+    ErrorResponse,
+    ImageShape,
+    ModelInfo,
+    ModelList,
+    ModelSummary,
+)
+from service.dataplane import DataPlane, ServedModel
 
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
+def summary(served: ServedModel, dataplane: DataPlane) -> ModelSummary:
+    card = served.card
+    return ModelSummary(
+        name=card.name,
+        kind=card.kind,
+        version=card.version,
+        description=card.description,
+        latent_dim=card.latent_dim,
+        image=ImageShape(
+            height=card.image.height, width=card.image.width, channels=card.image.channels
+        ),
+        dataset=DatasetName(name=card.dataset.get("name")),
+        providers=served.providers,
+        ready=dataplane.ready,
+    )
+
+
 @router.get("", response_model=ModelList)
 async def list_models(dataplane: DataPlaneDep) -> ModelList:
-    """Every served model: kind, version, latent size, image shape, data, quality, providers."""
+    """Every served model in a few lines: kind, version, latent size, image shape, data set name,
+    providers, readiness. Training, quality metrics and ONNX details: `/v1/models/{model}`."""
     return ModelList(
-        models=[ModelInfo(**dataplane.models[name].info()) for name in sorted(dataplane.models)]
+        models=[summary(dataplane.models[name], dataplane) for name in sorted(dataplane.models)]
     )
 
 
