@@ -98,10 +98,11 @@ class DynamicBatcher(Generic[InT, OutT]):
     At most `max_concurrent_batches` batches run at a time.
 
     Requests of at most `priority_max_items` items wait in a lane of their own that batches
-    take from first (bulk requests still get at least a quarter of every batch while they
-    wait), so a one-image request is not stuck behind another client's hundreds of queued
-    images; each lane holds at most `max_queue_size` items, so a bulk flood is refused before
-    any small request is. `priority_max_items=0` keeps one lane for all.
+    take from first; a batch that carries them takes only a quarter of its size from bulk
+    requests (so it is short), and bulk requests never starve. A one-image request is then
+    not stuck behind another client's hundreds of queued images. Each lane holds at most
+    `max_queue_size` items, so a bulk flood is refused before any small request is.
+    `priority_max_items=0` keeps one lane for all.
 
     If the scheduling task itself ever fails (a bug, not a failed batch), every waiting caller
     gets SchedulerFailed at once, the batcher reports itself unhealthy, refuses new work with
@@ -363,10 +364,14 @@ class DynamicBatcher(Generic[InT, OutT]):
 
     def _take(self, limit: int) -> list[_Slot[InT, OutT]]:
         batch: list[_Slot[InT, OutT]] = []
-        # Small requests first, but bulk ones keep a quarter of the batch while they wait.
-        bulk_share = min(self._bulk.items, limit // 4) if self._priority.items else 0
-        self._take_from(self._priority, limit - bulk_share, batch)
-        self._take_from(self._bulk, limit, batch)
+        if self._priority.items:
+            # Small requests first, and bulk ones only their quarter: a batch that carries
+            # small requests stays short, so they are answered after one short run.
+            bulk_share = min(self._bulk.items, max(1, limit // 4))
+            self._take_from(self._priority, limit - bulk_share, batch)
+            self._take_from(self._bulk, len(batch) + bulk_share, batch)
+        else:
+            self._take_from(self._bulk, limit, batch)
         self._observer.queue_depth(self._queued_items)
         return batch
 
