@@ -25,7 +25,11 @@ FLOOD_CONNECTIONS = 10  # 10 x 64 images > the 512-image queue: the flood must b
 FLOOD_ITEMS = 64
 WARM_S = 2.0
 PROBE_S = 8.0
-TARGET_MEDIAN_MS = 50.0
+# The target is a median under 50 ms on this 2-core machine when it is otherwise quiet
+# (docs/reliability.md has the runs); shared with other work the same code measured 43 to 88 ms.
+# Like the rest of the tier, the test asserts what holds on a busy machine too: the lane makes
+# the single images several times faster than one queue does, and none of them is refused.
+MIN_SPEEDUP = 5.0
 
 
 async def _measure(server: Server) -> dict[str, object]:
@@ -78,6 +82,6 @@ async def test_a_one_image_request_is_not_stuck_behind_a_bulk_flood(serve: Launc
     )
     assert fair["probe_status"] == {200: fair["probes"]}, "a one-image request was refused"
     assert 503 in fair["flood_status"], "the flood was never shed"  # type: ignore[operator]
-    assert fair["median_ms"] < TARGET_MEDIAN_MS, fair  # type: ignore[operator]
     # The lane is what makes the difference: without it the same probe waits behind the flood.
-    assert one_queue["median_ms"] > 2 * fair["median_ms"], (fair, one_queue)  # type: ignore[operator]
+    speedup = one_queue["median_ms"] / fair["median_ms"]  # type: ignore[operator]
+    assert speedup >= MIN_SPEEDUP, (fair, one_queue)
