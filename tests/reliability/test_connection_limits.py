@@ -21,7 +21,15 @@ import pytest
 
 from service.settings import Settings
 from tests.reliability.conftest import TINY
-from tests.reliability.harness import HOST, Outcome, Server, launch, request, warnings_in
+from tests.reliability.harness import (
+    HOST,
+    Outcome,
+    Server,
+    launch,
+    metric_sum,
+    request,
+    warnings_in,
+)
 from tests.reliability.models import write_tiny
 from tests.reliability.report import record
 
@@ -192,6 +200,10 @@ def settle(server: Server, fds_before: int, timeout_s: float = 10.0) -> None:
     time.sleep(2 * SWEEP_S)  # a sweep after the burst gives freed memory back
 
 
+def closed_by_limits(server: Server, reason: str) -> float:
+    return metric_sum(server.metrics(), "imagegen_connections_closed_total", reason=reason)
+
+
 def mib(value: int) -> float:
     return round(value / MiB, 1)
 
@@ -255,6 +267,7 @@ def test_slowloris_connections_are_closed_by_the_header_deadline(server: Server)
     /healthz and generate keep answering; descriptors come back."""
     settle(server, server.open_fds())
     rss_before, fds_before = server.rss_bytes(), server.open_fds()
+    timeouts_before = closed_by_limits(server, "header_timeout")
     count = 150
 
     async def trickle(writer: asyncio.StreamWriter) -> None:
@@ -284,6 +297,7 @@ def test_slowloris_connections_are_closed_by_the_header_deadline(server: Server)
     assert min(held_s) >= HEADER_TIMEOUT_S - 0.1
     assert max(held_s) <= HEADER_TIMEOUT_S + SWEEP_S + 1.5  # late only by a sweep and load
     assert server.open_fds() <= fds_before + 2
+    assert closed_by_limits(server, "header_timeout") - timeouts_before == count
     record(
         "limits_slowloris",
         connections=count,
@@ -388,6 +402,7 @@ def test_a_connection_flood_beyond_the_cap_is_refused_at_once(server: Server) ->
     once the deadline clears the flood, new connections are served again."""
     settle(server, server.open_fds())
     rss_before, fds_before = server.rss_bytes(), server.open_fds()
+    refusals_before = closed_by_limits(server, "too_many_connections")
     flood = 400
 
     async def silent(writer: asyncio.StreamWriter) -> None:
@@ -440,6 +455,7 @@ def test_a_connection_flood_beyond_the_cap_is_refused_at_once(server: Server) ->
     assert statuses and set(statuses) == {200}, statuses
     assert fds_before + MAX_CONNECTIONS / 2 <= fds_during <= fds_before + MAX_CONNECTIONS + 8
     assert after.status == 200
+    assert closed_by_limits(server, "too_many_connections") - refusals_before == len(refused)
     settle(server, fds_before)
     record(
         "limits_connection_flood",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from service.connections import (
     LINGER_S,
     ConnectionLimits,
     LimitedHttpToolsProtocol,
+    ensure_descriptors,
     limited_protocol,
 )
 from service.settings import Settings
@@ -208,3 +210,17 @@ def test_the_limits_hold_by_default() -> None:
     assert 0 < defaults.body_timeout_s <= 60
     assert 0 < defaults.keep_alive_timeout_s <= 30
     assert 0 < defaults.max_connections <= 4096
+
+
+def test_the_open_file_limit_is_raised_to_fit_the_connections() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1_500:
+        pytest.skip(f"the hard open-file limit ({hard}) is below what this test raises to")
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (300, hard))
+        ensure_descriptors(1_000)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1_256
+        ensure_descriptors(10)  # never lowered
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == 1_256
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
