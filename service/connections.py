@@ -133,7 +133,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self._phase == _HEAD:
-            self._refuse(self.header_too_large, "header_too_large")
+            cycle = self.cycle
+            if cycle is not None and not cycle.response_complete:
+                # A pipelined head while an answer is still going out: no room for a 431.
+                self.transport.close()
+                self.on_limit("header_too_large")
+            else:
+                self._refuse(self.header_too_large, "header_too_large")
             return
         HttpToolsProtocol.data_received(self, data[room:])
 
@@ -200,7 +206,8 @@ class _Sweeper:
     ) -> None:
         self.loop = loop
         self.connections = connections
-        self.interval_s = min(1.0, limits.header_timeout_s / 4, limits.body_timeout_s / 4)
+        shortest_s = min(limits.header_timeout_s, limits.body_timeout_s)
+        self.interval_s = min(1.0, max(0.05, shortest_s / 4))
         self.peak_connections = 0
         loop.call_later(self.interval_s, self.sweep)
 

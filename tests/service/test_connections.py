@@ -144,6 +144,17 @@ async def test_a_head_over_the_cap_gets_431_even_in_small_pieces(harness: Harnes
     assert len(transport.written) == before
 
 
+async def test_a_pipelined_head_over_the_cap_while_an_answer_is_due_just_closes(
+    harness: Harness,
+) -> None:
+    protocol, transport = harness.connect()
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")  # its answer is not sent yet
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-A: " + b"a" * 2000)
+    assert transport.closed and not transport.written  # no 431 in the middle of an answer
+    assert harness.reasons == ["header_too_large"]
+    await settle()
+
+
 async def test_each_request_on_a_connection_gets_the_whole_cap(harness: Harness) -> None:
     protocol, transport = harness.connect()
     request = b"GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"p" * 600 + b"\r\n\r\n"
