@@ -86,9 +86,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     body_timeout: ClassVar[bytes]
     sweeper: ClassVar[_Sweeper | None] = None
 
-    # Slots, not instance attributes: uvicorn's protocol already has about 30 attributes, and
-    # more in its __dict__ made every attribute access of its own code slower (+2.6 us a
-    # request, measured with benchmarks/protocol_cost.py).
+    # Slots, not instance attributes: next to uvicorn's 30-odd attributes in the __dict__ they
+    # made a whole request 2.6 us slower (benchmarks/protocol_cost.py); as slots, nothing.
     __slots__ = ("_head_room", "_phase", "_phase_started")
     _phase: int
     _phase_started: float  # monotonic time the current head or body began
