@@ -176,11 +176,25 @@ def run_server(settings: Settings) -> int:
 def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
     """One server process: on `sock` (a supervisor's worker) or on host:port of its own."""
     from service.app import create_app
+    from service.connections import ConnectionLimits, ensure_descriptors, limited_protocol
 
+    app = create_app(settings)
+    closed = app.state.metrics.connections_closed
+    limits = ConnectionLimits(
+        max_connections=settings.max_connections,
+        max_header_bytes=settings.max_header_bytes,
+        header_timeout_s=settings.header_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
+    )
+    ensure_descriptors(settings.max_connections)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
+        # httptools with our header cap, head and body deadlines and connection cap.
+        http=limited_protocol(limits, lambda reason: closed.labels(reason=reason).inc()),
+        ws="none",  # no WebSocket routes: an Upgrade is never taken
+        timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
         log_level=settings.log_level,
         lifespan="on",
         # On SIGTERM uvicorn stops accepting, then waits this long for requests in flight.

@@ -94,6 +94,14 @@ class Metrics:
             registry=r,
         )
 
+        self.connections_closed = Counter(
+            "imagegen_connections_closed",
+            "HTTP connections a connection limit refused or closed, by reason (the error type "
+            "sent: too_many_connections, header_too_large, header_timeout, body_timeout).",
+            ["reason"],
+            registry=r,
+        )
+
     def batch_observer(self, model: str) -> ModelBatchObserver:
         return ModelBatchObserver(self, model)
 

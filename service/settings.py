@@ -94,6 +94,36 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, description="Largest accepted request body (bytes); 413 beyond."
     )
+    max_connections: int = Field(
+        default=1024,
+        ge=1,
+        description="Open HTTP connections one server process holds (connections); a new "
+        "connection beyond it is answered 503 and closed at once.",
+    )
+    max_header_bytes: int = Field(
+        default=32_768,
+        ge=1024,
+        description="Largest request line plus headers (bytes); 431 beyond, then the "
+        "connection is closed.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers, from their first "
+        "byte or from connecting (seconds); 408 after (a connection that sent nothing is just "
+        "closed).",
+    )
+    body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Time a client has to send a request's whole body once its headers are in "
+        "(seconds); 408 after, then the connection is closed.",
+    )
+    keep_alive_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long an idle connection stays open between requests (seconds).",
+    )
     api_key: SecretStr | None = Field(
         default=None,
         description="When set, every route except health, readiness and metrics needs "
