@@ -129,15 +129,6 @@ class Engine:
     def daemon_log(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")[-4000:]
 
-    def build(self, tag: str, context: Path, **build_args: str) -> float:
-        """`docker build --network host` (the daemon has no bridge); the seconds it took."""
-        command = ["build", "--network", "host", "--force-rm", "-t", tag]
-        for name, value in build_args.items():
-            command += ["--build-arg", f"{name}={value}"]
-        started = time.monotonic()
-        self.run(*command, str(context), timeout=1500)
-        return time.monotonic() - started
-
     def import_standin(
         self, name: str, recipe: list[str], changes: list[str], tag: str, *, ca: bool = False
     ) -> str:

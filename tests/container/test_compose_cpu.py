@@ -58,8 +58,7 @@ def project(
         build_override([SERVICE], python_base),
     )
     try:
-        # compose's own build of the service (the layers the image build made are reused).
-        project.run("--profile", "cpu", "build", SERVICE, timeout=1500)
+        # The image is there (the cpu_image fixture built it with compose): up builds nothing.
         project.run("--profile", "cpu", "up", "-d", SERVICE)
         project.wait_healthy(SERVICE)
         yield project

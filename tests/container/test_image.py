@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from tests.container.compose import Project
 from tests.container.engine import ROOT, BuiltImage, Engine
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1800)]
@@ -131,10 +132,18 @@ def test_image_installs_what_pyproject_declares(engine: Engine, cpu_image: Built
 
 
 def test_fp16_variant_build_adds_an_fp16_model_per_model(
-    engine: Engine, cpu_image: BuiltImage, python_base: str
+    engine: Engine, cpu_image: BuiltImage, builder: Project
 ) -> None:
     tag = "imagegen:cpu-fp16"
-    engine.build(tag, ROOT, PYTHON_IMAGE=python_base, RUNTIME="cpu", FP16_VARIANTS="true")
+    plain = engine.inspect("image", cpu_image.tag)["Id"]
+    build = ["--profile", "cpu", "build", "--build-arg", "FP16_VARIANTS=true", "api-cpu"]
+    try:
+        builder.run(*build, timeout=1500)
+        engine.run("tag", cpu_image.tag, tag)
+    finally:
+        # Back to the plain image, from the layer cache (the same image, not a rebuild).
+        builder.run("--profile", "cpu", "build", "api-cpu", timeout=1500)
+    assert engine.inspect("image", cpu_image.tag)["Id"] == plain
     listing = json.loads(
         in_image(
             engine,
