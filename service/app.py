@@ -11,19 +11,55 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.types import Message, Receive, Scope, Send
 
 from service import __version__
+from service.api.errors import install_error_handlers
+from service.api.fast import FastPath
 from service.api.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, MetricsMiddleware
 from service.api.openapi import install_openapi
 from service.api.routes import health, images, latents, models
+from service.api.routes.docs import mount_docs
 from service.api.routes.playground import mount_playground
 from service.dataplane import DataPlane
-from service.errors import install_error_handlers
 from service.metrics import Metrics
 from service.redaction import secret_redacted_in_logs
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class ImagegenApp(FastAPI):
+    """FastAPI, with the hot single-image routes answered before its middleware and routing,
+    and HEAD answered wherever GET is (RFC 9110 9.3.2)."""
+
+    fast_path: FastPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            fast_path = self.fast_path
+            route = fast_path.match(scope) if fast_path is not None else None
+            if route is not None:
+                assert fast_path is not None
+                await fast_path.serve(scope, receive, send, route)
+                return
+            if scope["method"] == "HEAD":
+                await super().__call__({**scope, "method": "GET"}, receive, _without_body(send))
+                return
+        await super().__call__(scope, receive, send)
+
+
+def _without_body(send: Send) -> Send:
+    """A send that passes the GET answer's status and headers, and none of its body."""
+
+    async def send_head(message: Message) -> None:
+        if message["type"] == "http.response.body":
+            if message.get("more_body", False):
+                return
+            message = {"type": "http.response.body", "body": b""}
+        await send(message)
+
+    return send_head
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,11 +82,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await dataplane.stop(settings.shutdown_grace_s)
                 logger.info("stopped")
 
-    app = FastAPI(
+    app = ImagegenApp(
         title="imagegen",
         version=__version__,
         summary="Images from ONNX GAN and VAE models, with dynamic batching.",
         lifespan=lifespan,
+        docs_url=None,  # mount_docs serves /docs and /redoc from the package, not a CDN
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -62,6 +100,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(images.router)
     app.include_router(latents.router)
     mount_playground(app)
+    mount_docs(app)
+    # The hot routes are answered before FastAPI's stack; their declared routes (OpenAPI, and
+    # any request that still reaches the router) answer through the same handlers.
+    app.state.fast_path = app.fast_path = FastPath(dataplane, metrics)
     # The last added middleware runs first: metrics see every answer, then the key, then size.
     app.add_middleware(
         BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics

@@ -1,20 +1,27 @@
 """The `imagegen` command line: `serve` runs the HTTP service under uvicorn.
 
-Options mirror the `IMAGEGEN_*` settings; an option given on the command line wins over
-the environment.
+`serve`'s options are generated from the `Settings` class: every field is an option with its
+description, default and `IMAGEGEN_*` variable, so a new setting needs no change here. An
+option given on the command line wins over the environment.
 """
 
 from __future__ import annotations
 
+import errno
 import gc
+import inspect
 import logging
 import signal
+import socket
+import types
+import typing
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 import uvicorn
 from pydantic import ValidationError
+from pydantic.fields import FieldInfo
 
 from service.settings import Settings
 
@@ -24,14 +31,81 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Plain help text: rich markup would swallow every `[...]` in it (the env names, the
+    # defaults, `[runs/<dataset>-<kind>]`), leaving a stray " ." behind.
+    rich_markup_mode=None,
 )
 
 STARTUP_FAILURE_EXIT_CODE = 3  # what uvicorn uses when the app cannot start
+USAGE_EXIT_CODE = 2  # a bad setting, a missing folder, a taken port: fixed by the caller
+
+# Options whose flag names read better than the generated `--x/--no-x`.
+_FLAG_NAMES = {"skip_invalid_models": "--skip-invalid-models/--refuse-invalid-models"}
+_EXTRA_HELP = {"api_key": "Prefer the environment: argv is visible."}
 
 
-def _help(field: str) -> str:
-    description = Settings.model_fields[field].description or ""
-    return f"{description} [env: IMAGEGEN_{field.upper()}]"
+def env_name(field: str) -> str:
+    prefix = Settings.model_config.get("env_prefix", "")
+    return f"{prefix}{field}".upper()
+
+
+def _option_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def _shown_default(field: FieldInfo) -> str:
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()  # as the environment spells it
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _help(name: str, field: FieldInfo) -> str:
+    text = " ".join((field.description or "").split())
+    if name in _EXTRA_HELP:
+        text = f"{text} {_EXTRA_HELP[name]}"
+    return f"{text} [default: {_shown_default(field)}; env: {env_name(name)}]"
+
+
+def _without_none(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
+
+
+def _setting_option(name: str, field: FieldInfo) -> inspect.Parameter:
+    """The `serve` parameter for one setting: its option, type, help; None = not given."""
+    annotation = _without_none(field.annotation)
+    declaration = _FLAG_NAMES.get(name, _option_name(name))
+    extra: dict[str, Any] = {}
+    option_type: Any = str  # anything else (SecretStr, ...) is text that pydantic parses
+    if typing.get_origin(annotation) is Literal:
+        option_type = annotation  # typer shows and checks the choices
+        extra["case_sensitive"] = False
+    elif annotation is bool:
+        option_type = bool
+        if name not in _FLAG_NAMES:
+            declaration = f"{declaration}/--no-{declaration.removeprefix('--')}"
+    elif annotation in (int, float, Path):
+        option_type = annotation
+    option = typer.Option(declaration, help=_help(name, field), show_default=False, **extra)
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.KEYWORD_ONLY,
+        default=None,
+        annotation=Annotated[option_type | None, option],
+    )
+
+
+def serve_parameters() -> list[inspect.Parameter]:
+    """One option per Settings field, in the class's order."""
+    return [_setting_option(name, field) for name, field in Settings.model_fields.items()]
 
 
 @app.callback()
@@ -47,8 +121,60 @@ def configure_logging(level: str) -> None:
     )
 
 
+def fail(message: str) -> typer.Exit:
+    """Print one line for the user (no traceback); raise the result to exit with status 2."""
+    typer.echo(f"imagegen: {message}", err=True)
+    return typer.Exit(USAGE_EXIT_CODE)
+
+
+def check_models_dir(settings: Settings) -> None:
+    """The models folder exists and holds at least one model folder (nothing is loaded)."""
+    from service.runtime.card import CARD_FILENAME
+    from service.runtime.registry import ModelLoadError, discover_model_dirs
+
+    where = f"set --models-dir or {env_name('models_dir')}"
+    try:
+        found = discover_model_dirs(settings.models_dir)
+    except ModelLoadError as error:
+        raise fail(f"{error} ({where})") from None
+    if not found:
+        raise fail(f"no models in {settings.models_dir} (expected <name>/{CARD_FILENAME}; {where})")
+
+
+def check_port_free(settings: Settings) -> None:
+    """Bind and release the address the server will use, before any model is warmed up.
+
+    The same socket options as uvicorn's bind, so a port left in TIME_WAIT is not refused.
+    """
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((settings.host, settings.port))
+        except (OSError, OverflowError) as error:
+            reason = getattr(error, "strerror", None) or str(error)
+            hint = (
+                f"another process holds it; choose another with --port or {env_name('port')}"
+                if getattr(error, "errno", None) == errno.EADDRINUSE
+                else f"check --host/--port or {env_name('host')}/{env_name('port')}"
+            )
+            raise fail(
+                f"cannot listen on {settings.host}:{settings.port}: {reason} ({hint})"
+            ) from None
+
+
 def run_server(settings: Settings) -> int:
-    """Run uvicorn until SIGTERM or SIGINT; the exit status of the process."""
+    """Run uvicorn (or, with workers > 1, a supervisor of several) until SIGTERM or SIGINT;
+    the exit status of the process."""
+    if settings.workers > 1:
+        from service.supervisor import run_workers
+
+        return run_workers(settings)
+    return serve_on_socket(settings, None)
+
+
+def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
+    """One server process: on `sock` (a supervisor's worker) or on host:port of its own."""
     from service.app import create_app
 
     config = uvicorn.Config(
@@ -74,57 +200,35 @@ def run_server(settings: Settings) -> int:
     # installed before it. A no-op handler there makes a graceful stop exit with status 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda signum, frame: None)
-    server.run()
+    server.run(sockets=[sock] if sock is not None else None)
     if not server.started:
         return STARTUP_FAILURE_EXIT_CODE
     return 0
 
 
-@app.command()
-def serve(
-    models_dir: Annotated[Path | None, typer.Option(help=_help("models_dir"))] = None,
-    host: Annotated[str | None, typer.Option(help=_help("host"))] = None,
-    port: Annotated[int | None, typer.Option(help=_help("port"))] = None,
-    providers: Annotated[str | None, typer.Option(help=_help("providers"))] = None,
-    device_id: Annotated[int | None, typer.Option(help=_help("device_id"))] = None,
-    intra_op_threads: Annotated[int | None, typer.Option(help=_help("intra_op_threads"))] = None,
-    max_batch_size: Annotated[int | None, typer.Option(help=_help("max_batch_size"))] = None,
-    max_batch_delay_ms: Annotated[
-        float | None, typer.Option(help=_help("max_batch_delay_ms"))
-    ] = None,
-    max_queue_size: Annotated[int | None, typer.Option(help=_help("max_queue_size"))] = None,
-    request_timeout_ms: Annotated[
-        float | None, typer.Option(help=_help("request_timeout_ms"))
-    ] = None,
-    max_items_per_request: Annotated[
-        int | None, typer.Option(help=_help("max_items_per_request"))
-    ] = None,
-    max_body_bytes: Annotated[int | None, typer.Option(help=_help("max_body_bytes"))] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option(help=_help("api_key") + " Prefer the environment: argv is visible."),
-    ] = None,
-    log_level: Annotated[str | None, typer.Option(help=_help("log_level"))] = None,
-    shutdown_grace_s: Annotated[float | None, typer.Option(help=_help("shutdown_grace_s"))] = None,
-    skip_invalid_models: Annotated[
-        bool | None,
-        typer.Option(
-            "--skip-invalid-models/--refuse-invalid-models", help=_help("skip_invalid_models")
-        ),
-    ] = None,
-    batch_padding: Annotated[str | None, typer.Option(help=_help("batch_padding"))] = None,
-) -> None:
+def serve(**given: Any) -> None:
     """Load, verify and warm up the models, then serve HTTP until SIGTERM or Ctrl-C."""
-    given: dict[str, Any] = {name: value for name, value in locals().items() if value is not None}
+    options = {name: value for name, value in given.items() if value is not None}
     try:
-        settings = Settings(**given)
+        settings = Settings(**options)
     except ValidationError as error:
         for problem in error.errors():
-            field = ".".join(str(part) for part in problem["loc"]) or "settings"
-            typer.echo(f"invalid setting {field}: {problem['msg']}", err=True)
-        raise typer.Exit(2) from None
+            field = ".".join(str(part) for part in problem["loc"])
+            where = f" ({_option_name(field)} or {env_name(field)})" if field else ""
+            typer.echo(
+                f"imagegen: invalid setting {field or 'settings'}{where}: {problem['msg']}",
+                err=True,
+            )
+        raise typer.Exit(USAGE_EXIT_CODE) from None
+    check_models_dir(settings)
+    check_port_free(settings)
     configure_logging(settings.log_level)
     raise typer.Exit(run_server(settings))
+
+
+# typer reads the options from the signature: give `serve` one keyword per setting.
+serve.__signature__ = inspect.Signature(serve_parameters())  # type: ignore[attr-defined]
+app.command()(serve)
 
 
 from service.loadtest.cli import loadtest_command  # noqa: E402 (typer and stdlib only)

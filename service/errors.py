@@ -1,20 +1,14 @@
 """Errors named after their condition, each carrying its HTTP status, and their one JSON shape.
 
 Every error body is `{"error": {"type": "...", "message": "..."}}`. The batcher and the runtime
-raise their own transport-free exceptions; the data plane translates them into these.
+raise their own transport-free exceptions; the data plane translates them into these. Nothing
+here imports a web framework: the HTTP front ends (service/api) turn these into responses.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 from typing import Any, ClassVar
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
-
-logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 1  # what a 503 tells clients to wait before retrying (seconds)
 
@@ -93,6 +87,13 @@ class InferenceFailed(ServiceError):
     error_type = "inference_failed"
 
 
+class BatcherFailed(ServiceError):
+    """The model's batch scheduler broke; waiting requests are failed, and it is restarted."""
+
+    status_code = 500
+    error_type = "batcher_failed"
+
+
 class QueueFull(ServiceError):
     status_code = 503
     error_type = "queue_full"
@@ -116,19 +117,6 @@ class DeadlineExceeded(ServiceError):
     error_type = "deadline_exceeded"
 
 
-_HTTP_TYPES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    406: "not_acceptable",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "invalid_input",
-}
-
-
 def quoted(value: str, limit: int = 64) -> str:
     """`repr(value)`, cut to `limit` characters: messages name bad input without echoing it all."""
     if len(value) <= limit:
@@ -138,12 +126,6 @@ def quoted(value: str, limit: int = 64) -> str:
 
 def error_body(error_type: str, message: str) -> dict[str, Any]:
     return {"error": {"type": error_type, "message": message}}
-
-
-def error_response(exc: ServiceError) -> JSONResponse:
-    return JSONResponse(
-        error_body(exc.error_type, exc.message), status_code=exc.status_code, headers=exc.headers
-    )
 
 
 def describe_validation_errors(errors: Any) -> str:
@@ -158,52 +140,13 @@ def describe_validation_errors(errors: Any) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _count_rejection(request: Request, error_type: str, status_code: int) -> None:
+def error_json(error_type: str, message: str) -> bytes:
+    """The error body as bytes, exactly as the JSON responses of every front end encode it."""
+    return json.dumps(
+        error_body(error_type, message), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+    ).encode("utf-8")
+
+
+def is_rejection(status_code: int) -> bool:
     """Client errors and load shedding (503, 504) count as rejections; other 5xx do not."""
-    metrics = getattr(request.app.state, "metrics", None)
-    if metrics is not None and (status_code < 500 or status_code in (503, 504)):
-        metrics.rejections.labels(reason=error_type).inc()
-
-
-async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
-    _count_rejection(request, exc.error_type, exc.status_code)
-    if exc.status_code >= 500 and exc.status_code not in (503, 504):
-        logger.error("%s %s failed: %s", request.method, request.url.path, exc.message)
-    return error_response(exc)
-
-
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    _count_rejection(request, InvalidInput.error_type, InvalidInput.status_code)
-    return error_response(InvalidInput(describe_validation_errors(exc.errors())))
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
-    error_type = _HTTP_TYPES.get(exc.status_code, "http_error")
-    if exc.status_code == 404:
-        message = f"no route {request.method} {request.url.path}"
-    elif exc.status_code == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
-    else:
-        message = str(exc.detail)
-    if exc.status_code < 200 or exc.status_code in (204, 304):
-        return Response(status_code=exc.status_code, headers=exc.headers)
-    _count_rejection(request, error_type, exc.status_code)
-    return JSONResponse(
-        error_body(error_type, message), status_code=exc.status_code, headers=exc.headers
-    )
-
-
-async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    logger.exception("unexpected error on %s %s", request.method, request.url.path)
-    return JSONResponse(error_body("internal_error", "internal server error"), status_code=500)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Route every error through the one JSON shape."""
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _validation_error)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    return status_code < 500 or status_code in (503, 504)

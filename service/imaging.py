@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -37,13 +39,48 @@ def _to_pil(image: np.ndarray) -> Image.Image:
     return Image.fromarray(np.ascontiguousarray(pixels))
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_MODES = {1: ("L", 0), 3: ("RGB", 2), 4: ("RGBA", 6)}  # channels -> (Pillow mode, color type)
+_PNG_MAX_CHUNK = 65536  # Pillow's MAXBLOCK: Image.save writes IDAT chunks of at most this
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    crc = zlib.crc32(data, zlib.crc32(kind))
+    return b"".join((struct.pack(">I", len(data)), kind, data, struct.pack(">I", crc)))
+
+
+_PNG_IEND = _png_chunk(b"IEND", b"")
+
+
 def encode_png(image: np.ndarray, scale: int = 1) -> bytes:
-    """One `[H, W, C]` uint8 image -> PNG bytes, upscaled `scale` times."""
-    buffer = io.BytesIO()
-    _to_pil(upscale_nearest(image, scale)).save(
-        buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, optimize=False
-    )
-    return buffer.getvalue()
+    """One `[H, W, C]` uint8 image -> PNG bytes, upscaled `scale` times.
+
+    The bytes are exactly those of `Image.save(format="PNG", compress_level=6)` (a test
+    compares them over many shapes and contents), at half its cost: Pillow's own zip
+    encoder (adaptive row filters, zlib) without save()'s plugin dispatch and file object.
+    On the single-image route this was a fifth of the event loop's time per request.
+    """
+    image = upscale_nearest(image, scale)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in _PNG_MODES:
+        raise ValueError(f"expected uint8 [H, W, 1|3|4], got {image.dtype} {list(image.shape)}")
+    height, width, channels = image.shape
+    mode, color_type = _PNG_MODES[channels]
+    pixels = Image.frombuffer(mode, (width, height), np.ascontiguousarray(image), "raw", mode, 0, 1)
+    encoder = Image._getencoder(mode, "zip", mode, (False, PNG_COMPRESS_LEVEL, -1, b""))
+    encoder.setimage(pixels.im, (0, 0, width, height))
+    # The chunk size Image.save uses, so the IDAT chunks (and bytes) are the same.
+    chunk_bytes = max(_PNG_MAX_CHUNK, width * 4)
+    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    parts = [_PNG_SIGNATURE, _png_chunk(b"IHDR", header)]
+    while True:
+        _, status, data = encoder.encode(chunk_bytes)
+        parts.append(_png_chunk(b"IDAT", data))
+        if status:
+            break
+    if status < 0:
+        raise ValueError(f"PNG encoder failed with status {status}")
+    parts.append(_PNG_IEND)
+    return b"".join(parts)
 
 
 def grid_shape(count: int, columns: int | None = None) -> tuple[int, int]:

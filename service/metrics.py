@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -10,6 +12,16 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.multiprocess import MultiProcessCollector
+
+# Methods that get their own label; any other method a client sends is counted as "other", so
+# arbitrary method names cannot grow the number of series.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -43,9 +55,17 @@ class Metrics:
         )
         self.queue_depth_images = Gauge(
             "imagegen_queue_depth_images",
-            "Images waiting in a model's queue.",
+            "Images waiting in a model's queue (summed over live workers).",
             ["model"],
             registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.process_requests = Gauge(
+            "imagegen_process_requests",
+            "HTTP requests answered by this server process (with --workers, one series per "
+            "live worker, labelled by pid).",
+            registry=r,
+            multiprocess_mode="liveall",
         )
         self.queue_wait_seconds = Histogram(
             "imagegen_queue_wait_seconds",
@@ -78,7 +98,12 @@ class Metrics:
         return ModelBatchObserver(self, model)
 
     def render(self) -> tuple[bytes, str]:
-        """The Prometheus text exposition and its content type."""
+        """The Prometheus text exposition and its content type; with several worker processes
+        (PROMETHEUS_MULTIPROC_DIR set), the sum of all of them."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            combined = CollectorRegistry()
+            MultiProcessCollector(combined)  # type: ignore[no-untyped-call]
+            return generate_latest(combined), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 

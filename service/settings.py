@@ -27,6 +27,13 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=256,
+        description="Server processes sharing the port (processes), each with its own models "
+        "and batchers under one supervisor; 1 = a single process.",
+    )
     providers: ProviderChoice = Field(
         default="auto",
         description="onnxruntime execution providers: 'auto' (CUDA when usable, else CPU), "
@@ -67,6 +74,14 @@ class Settings(BaseSettings):
         default=512,
         ge=1,
         description="Images that may wait per model (images); beyond it requests get 503.",
+    )
+    priority_max_items: int = Field(
+        default=1,
+        ge=0,
+        description="Requests of at most this many images (images) wait in a lane of their own "
+        "that each model's batches serve first, so a one-image request never queues behind "
+        "another client's bulk work; each lane holds up to max_queue_size images. 0 = one "
+        "queue for all.",
     )
     request_timeout_ms: float = Field(
         default=30_000,

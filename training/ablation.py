@@ -1,9 +1,13 @@
-"""Measure what a GAN's EMA generator buys over its raw generator, and record it in the card.
+"""Measure what a GAN's EMA generator, and recomputing its BatchNorm statistics, buy.
 
     python -m training.ablation runs/fashion-mnist-gan models/fashion-gan
 
-Both networks come from the same checkpoint and are scored by the same evaluator on the
-same seeds; the result goes into the card as `metrics.ema_ablation` (docs/quality.md shows it).
+Three networks from the same checkpoint (the best by validation FD, as export takes it,
+unless `--checkpoint last`), scored by the same evaluator on the same seeds: the EMA
+generator as served (BatchNorm statistics recomputed for its weights), the EMA generator
+with the statistics copied from the live generator during training, and the raw (live)
+generator. The result goes into the card as `metrics.ema_ablation` (docs/quality.md
+shows it).
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from service.runtime.card import CARD_FILENAME, ModelCard
 
 KEYS = (
     "frechet_distance",
+    "kid",
+    "kid_ci95",
     "precision",
     "recall",
     "density",
@@ -31,18 +37,25 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("model_dir", type=Path)
     parser.add_argument("--num-samples", type=int, default=10000)
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
     args = parser.parse_args()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from training.evaluate import evaluate_sampler
-    from training.train import keras_sampler, load_config
+    from training.train import SamplerNetwork, keras_sampler, load_config
 
-    dataset = load_config(args.run_dir).dataset
+    config = load_config(args.run_dir)
+    dataset, data_dir = config.dataset, Path(config.data_dir) if config.data_dir else None
     result: dict[str, object] = {}
-    for raw in (False, True):
-        sampler = keras_sampler(args.run_dir, raw_generator=raw)
-        report = evaluate_sampler(sampler, dataset, num_samples=args.num_samples)
-        result["raw" if raw else "ema"] = {k: report["generated"][k] for k in KEYS}
-        result["checkpoint"] = sampler.description
+    networks: dict[str, SamplerNetwork] = {
+        "ema": "served",
+        "ema_copied_bn": "served_copied_bn",
+        "raw": "raw",
+    }
+    for key, network in networks.items():
+        sampler = keras_sampler(args.run_dir, network=network, checkpoint=args.checkpoint)
+        report = evaluate_sampler(sampler, dataset, num_samples=args.num_samples, data_dir=data_dir)
+        result[key] = {k: report["generated"][k] for k in KEYS}
+        result[f"{key}_sampler"] = sampler.description
     result["how"] = f"{args.num_samples} samples, seeds 0..{args.num_samples - 1}, Keras"
     card_path = args.model_dir / CARD_FILENAME
     card = ModelCard.load(card_path)

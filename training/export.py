@@ -11,7 +11,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
@@ -99,6 +99,27 @@ def render_samples(
     Image.fromarray(grid).save(path, optimize=True)
 
 
+def checkpoint_record(run: Any) -> dict[str, Any]:
+    """Which checkpoint of the run was exported, and why (for the card's `training`)."""
+    epoch = int(run.epoch.numpy())
+    record: dict[str, Any] = {
+        "selected": run.restored_from,
+        "epoch": epoch,
+        "run_epochs": run.run_epochs,
+    }
+    if run.restored_from == "best" and run.best is not None:
+        record["rule"] = "lowest validation FD among the scored epochs"
+        record["validation"] = {k: v for k, v in run.best.items() if k != "epoch"}
+        record["validation_samples"] = run.config.eval_samples
+    elif run.history and "val_frechet_distance" in run.history[-1]:
+        record["validation"] = {
+            k.removeprefix("val_"): v
+            for k, v in run.history[-1].items()
+            if k.startswith("val_") and k != "val_seconds"
+        }
+    return record
+
+
 def producer_versions() -> dict[str, str]:
     import keras
     import onnx
@@ -123,15 +144,19 @@ def export_run(
     evaluate: bool = True,
     eval_samples: int = 10000,
     opset: int = DEFAULT_OPSET,
+    checkpoint: Literal["best", "last"] = "best",
 ) -> ModelCard:
-    """Write `model.onnx`, `model.json` and `samples.png` for a run's latest checkpoint."""
+    """Write `model.onnx`, `model.json` and `samples.png` for a run's best checkpoint (lowest
+    validation FD; the latest for a run without validation scores) or its latest."""
     import dataclasses
 
     from training.data import load_dataset
     from training.train import code_revision, open_run
 
-    run = open_run(run_dir)
+    run = open_run(run_dir, checkpoint=checkpoint)
     model, config = run.model, run.config
+    prepared = model.prepare_served()
+    log.info("exporting %s checkpoint, epoch %d: %s", run.restored_from, int(run.epoch), prepared)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / ONNX_FILENAME
     convert_to_onnx(model.served, model.latent_dim, onnx_path, opset)
@@ -151,6 +176,8 @@ def export_run(
         dataset=data.card(),
         training={
             "epochs": int(run.epoch.numpy()),
+            "checkpoint": checkpoint_record(run),
+            "served_network": prepared,
             "steps": int(sum(h["steps"] for h in run.history)),
             "seconds": round(run.seconds, 1),
             "seed": config.seed,
@@ -175,7 +202,12 @@ def export_run(
         from training.evaluate import evaluate_sampler, onnx_sampler
 
         # Score the ONNX file itself: the metrics describe what is served.
-        report = evaluate_sampler(onnx_sampler(out_dir), data.name, num_samples=eval_samples)
+        report = evaluate_sampler(
+            onnx_sampler(out_dir),
+            data.name,
+            num_samples=eval_samples,
+            data_dir=Path(config.data_dir) if config.data_dir else None,
+        )
         card.metrics = {"parity": parity, "quality": report}
         card.dump(out_dir / CARD_FILENAME)
     return card
@@ -192,8 +224,16 @@ def export_command(
     ] = True,
     eval_samples: Annotated[int, typer.Option(min=100, help="Generated images to score.")] = 10000,
     opset: Annotated[int, typer.Option(min=13, help="ONNX opset.")] = DEFAULT_OPSET,
+    checkpoint: Annotated[
+        Literal["best", "last"],
+        typer.Option(
+            help="best: the checkpoint with the lowest validation FD (the latest when the run "
+            "has no validation scores); last: the latest."
+        ),
+    ] = "best",
 ) -> None:
-    """Export a run to ONNX (parity-checked), with model.json and samples.png."""
+    """Export a run's best (or last) checkpoint to ONNX (parity-checked), with model.json
+    and samples.png."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -206,8 +246,9 @@ def export_command(
             evaluate=evaluate,
             eval_samples=eval_samples,
             opset=opset,
+            checkpoint=checkpoint,
         )
-    except (FileNotFoundError, ParityError) as exc:
+    except (FileNotFoundError, ValueError, ParityError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     typer.echo(

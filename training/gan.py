@@ -3,17 +3,21 @@
 Loss: non-saturating GAN loss with one-sided label smoothing on the real logits, plus an
 exponential moving average (EMA) of the generator's weights that is what gets served:
 EMA generators give markedly cleaner, more stable samples than the raw weights for the
-same training cost (see docs/quality.md for the measured effect).
+same training cost (see docs/quality.md for the measured effect). Before the EMA generator
+is sampled or exported its BatchNorm statistics are recomputed for its own weights.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import keras
 import tensorflow as tf
 
+from training.batchnorm import DEFAULT_SEED, default_latents, recompute_batchnorm_statistics
 from training.networks import build_discriminator, build_generator
+
+BatchNormStatistics = Literal["recompute", "copied"]
 
 
 class GAN(keras.Model):
@@ -111,8 +115,26 @@ class GAN(keras.Model):
             "d_fake": tf.reduce_mean(tf.sigmoid(fake_logits)),
         }
 
+    def prepare_served(self, bn_statistics: BatchNormStatistics = "recompute") -> str:
+        """Ready the EMA generator for sampling or export; returns what was done.
+
+        During training the EMA copy carries the live generator's BatchNorm statistics
+        (copied each step), which belong to other weights. "recompute" measures them on the
+        EMA generator itself (training/batchnorm.py); "copied" leaves them as they are (to
+        measure what the recomputation buys).
+        """
+        if bn_statistics == "copied":
+            return "BatchNorm statistics copied from the live generator"
+        latents = default_latents(self.latent_dim)
+        recompute_batchnorm_statistics(self.ema_generator, latents)
+        return (
+            f"BatchNorm statistics recomputed on the EMA generator over {len(latents)} "
+            f"standard normal latents (seed {DEFAULT_SEED})"
+        )
+
     def after_step(self) -> None:
-        """Cross-replica EMA update: trainable weights averaged, BatchNorm statistics copied."""
+        """Cross-replica EMA update: trainable weights averaged, BatchNorm statistics copied
+        (they are recomputed for the EMA weights before sampling; see `prepare_served`)."""
         decay = self.ema_decay
         trainable = {id(v) for v in self.generator.trainable_variables}
         for ema, live in zip(self.ema_generator.weights, self.generator.weights, strict=True):

@@ -1,14 +1,16 @@
 """Sample-quality metrics on feature vectors and images, in numpy and scipy only.
 
-Frechet distance, k-NN precision/recall/density/coverage (Naeem et al. 2020, "Reliable
-Fidelity and Diversity Metrics for Generative Models"), class-histogram statistics and
-nearest-neighbour distances for the memorisation check. Pairwise distances are computed
+Frechet distance, kernel inception distance (KID, Binkowski et al. 2018) with a confidence
+interval, k-NN precision/recall/density/coverage (Naeem et al. 2020, "Reliable Fidelity and
+Diversity Metrics for Generative Models"), class-histogram statistics and nearest-neighbour
+distances for the memorisation check. Pairwise distances are computed
 in row chunks so 10k x 60k comparisons fit in a few hundred MB.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 from scipy import linalg
@@ -147,3 +149,87 @@ def nearest_neighbour_distances(
         indices[rows] = np.argmin(d, axis=1)
         distances[rows] = d[np.arange(len(d)), indices[rows]]
     return distances, indices
+
+
+def _polynomial_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """k(x, y) = (x . y / d + 1)^3, the kernel of KID (Binkowski et al. 2018)."""
+    return (a @ b.T / a.shape[1] + 1.0) ** 3
+
+
+def mmd2_unbiased(real: np.ndarray, fake: np.ndarray) -> float:
+    """Unbiased estimate of the squared MMD under the cubic polynomial kernel."""
+    x = np.asarray(real, dtype=np.float64)
+    y = np.asarray(fake, dtype=np.float64)
+    m, n = len(x), len(y)
+    k_xx, k_yy, k_xy = _polynomial_kernel(x, x), _polynomial_kernel(y, y), _polynomial_kernel(x, y)
+    # Diagonal terms (a point with itself) are left out of the within-set means.
+    within_x = (k_xx.sum() - np.trace(k_xx)) / (m * (m - 1))
+    within_y = (k_yy.sum() - np.trace(k_yy)) / (n * (n - 1))
+    return float(within_x + within_y - 2.0 * k_xy.mean())
+
+
+def _kernel_row_sums(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row sums of the kernel matrix k(a_i, b_j), computed in row chunks."""
+    sums = np.empty(len(a))
+    for start in range(0, len(a), _CHUNK_ROWS):
+        sums[start : start + _CHUNK_ROWS] = _polynomial_kernel(
+            a[start : start + _CHUNK_ROWS], b
+        ).sum(axis=1)
+    return sums
+
+
+def kernel_inception_distance(
+    real_features: np.ndarray,
+    fake_features: np.ndarray,
+    *,
+    max_samples: int = 5000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """KID (the unbiased MMD^2 estimate) with a 95% confidence interval.
+
+    The estimate uses every pair of up to `max_samples` real and fake samples; its
+    standard error is the two-sample delete-one jackknife (Arvesen 1969), which for this
+    U-statistic has a closed form in the kernel matrices' row sums, so it costs no more
+    than the estimate. The interval is estimate +- 1.96 standard errors: what a small
+    test set (MNIST's 1,000 images) can and cannot tell apart.
+    """
+    rng = np.random.default_rng(seed)
+    x = np.asarray(real_features, dtype=np.float64)
+    y = np.asarray(fake_features, dtype=np.float64)
+    if len(x) > max_samples:
+        x = x[np.sort(rng.choice(len(x), max_samples, replace=False))]
+    if len(y) > max_samples:
+        y = y[np.sort(rng.choice(len(y), max_samples, replace=False))]
+    m, n = len(x), len(y)
+    if min(m, n) < 3:
+        raise ValueError(f"KID needs at least 3 samples on each side, got {m} real and {n} fake")
+    diag_x = (np.einsum("ij,ij->i", x, x) / x.shape[1] + 1.0) ** 3
+    diag_y = (np.einsum("ij,ij->i", y, y) / y.shape[1] + 1.0) ** 3
+    row_x = _kernel_row_sums(x, x) - diag_x  # sum over j != i of k(x_i, x_j)
+    row_y = _kernel_row_sums(y, y) - diag_y
+    cross_x = _kernel_row_sums(x, y)  # sum over fake j of k(x_i, y_j)
+    cross_y = _kernel_row_sums(y, x)
+    sum_xx, sum_yy, sum_xy = row_x.sum(), row_y.sum(), cross_x.sum()
+    kid = sum_xx / (m * (m - 1)) + sum_yy / (n * (n - 1)) - 2.0 * sum_xy / (m * n)
+    # Leave one real (fake) sample out: its row leaves the within-set sum twice and the
+    # cross sum once.
+    without_x = (
+        (sum_xx - 2.0 * row_x) / ((m - 1) * (m - 2))
+        + sum_yy / (n * (n - 1))
+        - 2.0 * (sum_xy - cross_x) / ((m - 1) * n)
+    )
+    without_y = (
+        sum_xx / (m * (m - 1))
+        + (sum_yy - 2.0 * row_y) / ((n - 1) * (n - 2))
+        - 2.0 * (sum_xy - cross_y) / (m * (n - 1))
+    )
+    variance = (m - 1) / m * np.sum((without_x - without_x.mean()) ** 2) + (n - 1) / n * np.sum(
+        (without_y - without_y.mean()) ** 2
+    )
+    half_width = 1.96 * float(np.sqrt(variance))
+    return {
+        "kid": float(kid),
+        "kid_ci95": [float(kid) - half_width, float(kid) + half_width],
+        "kid_num_real": m,
+        "kid_num_fake": n,
+    }

@@ -16,17 +16,20 @@ def build_generator(latent_dim: int, width: int = 128, name: str = "generator") 
 
     Channels halve at each upsampling (width, width/2, width/4): most of a DCGAN's compute
     sits in the last, full-resolution layer, and on CPU that is what bounds training.
+    BatchNorm is synchronised across replicas: under a distribution strategy it normalises
+    over the global batch (as one replica would) and every replica keeps the same moving
+    statistics; with one replica it is plain BatchNorm.
     """
     latent = keras.Input((latent_dim,), name="latent")
     x = layers.Dense(7 * 7 * width, use_bias=False)(latent)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(synchronized=True)(x)
     x = layers.ReLU()(x)
     x = layers.Reshape((7, 7, width))(x)
     x = layers.Conv2DTranspose(width // 2, 4, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(synchronized=True)(x)
     x = layers.ReLU()(x)
     x = layers.Conv2DTranspose(width // 4, 4, strides=2, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(synchronized=True)(x)
     x = layers.ReLU()(x)
     image = layers.Conv2D(IMAGE_SHAPE[-1], 3, padding="same", activation="tanh", name="image")(x)
     return keras.Model(latent, image, name=name)
@@ -58,12 +61,23 @@ def build_encoder(latent_dim: int, name: str = "encoder") -> keras.Model:
 
 
 def build_decoder(latent_dim: int, name: str = "decoder") -> keras.Model:
-    """VAE decoder: latent -> image in [0, 1] (sigmoid); this is what the service serves."""
+    """VAE decoder: latent -> image in [0, 1] (sigmoid); this is what the service serves.
+
+    The sigmoid is its own last layer (`image`) after the pre-sigmoid `logits` layer, so
+    training can take the loss on the logits (`decoder_logits`) while the served and
+    exported graph keeps the sigmoid.
+    """
     latent = keras.Input((latent_dim,), name="latent")
     x = layers.Dense(256, activation="relu")(latent)
     x = layers.Dense(7 * 7 * 64, activation="relu")(x)
     x = layers.Reshape((7, 7, 64))(x)
     x = layers.Conv2DTranspose(64, 3, strides=2, padding="same", activation="relu")(x)
     x = layers.Conv2DTranspose(32, 3, strides=2, padding="same", activation="relu")(x)
-    image = layers.Conv2D(IMAGE_SHAPE[-1], 3, padding="same", activation="sigmoid", name="image")(x)
+    logits = layers.Conv2D(IMAGE_SHAPE[-1], 3, padding="same", name="logits")(x)
+    image = layers.Activation("sigmoid", name="image")(logits)
     return keras.Model(latent, image, name=name)
+
+
+def decoder_logits(decoder: keras.Model) -> keras.Model:
+    """The decoder up to its pre-sigmoid logits, sharing its layers and weights."""
+    return keras.Model(decoder.input, decoder.get_layer("logits").output, name="decoder_logits")

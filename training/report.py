@@ -23,21 +23,42 @@ METRICS = (
     ("min_class_fraction", "min class", "{:.3f}"),
     ("max_class_fraction", "max class", "{:.3f}"),
 )
-REFERENCE_ROWS = (
-    ("real_train_vs_test", "real: train images vs test (floor)"),
-    ("blur_sigma_0.5", "test blurred, sigma 0.5"),
-    ("blur_sigma_1", "test blurred, sigma 1"),
-    ("three_classes_removed", "test without 3 classes"),
-)
+# KID (with its 95% interval) is shown only for reports that measured it.
+KID_METRIC = ("kid", "KID [95% CI]", "{:.4f}")
 
 
-def _row(label: str, metrics: dict[str, Any]) -> str:
-    cells = [fmt.format(metrics[key]) if key in metrics else "-" for key, _, fmt in METRICS]
+def reference_rows(quality: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """Row labels; older reports built the blurred and class-dropped rows from test images."""
+    blur_protocol = quality.get("protocol", {}).get("blur", "test images")
+    source = "test" if blur_protocol.startswith("test images") else "train subset"
+    return (
+        ("real_train_vs_test", "real: train images vs test (floor)"),
+        ("blur_sigma_0.5", f"{source} blurred, sigma 0.5"),
+        ("blur_sigma_1", f"{source} blurred, sigma 1"),
+        ("three_classes_removed", f"{source} without 3 classes"),
+    )
+
+
+def _metrics(with_kid: bool) -> tuple[tuple[str, str, str], ...]:
+    return (METRICS[0], KID_METRIC, *METRICS[1:]) if with_kid else METRICS
+
+
+def _cell(key: str, fmt: str, metrics: dict[str, Any]) -> str:
+    if key not in metrics:
+        return "-"
+    if key == "kid" and "kid_ci95" in metrics:
+        low, high = metrics["kid_ci95"]
+        return f"{fmt.format(metrics[key])} [{low:.4f}, {high:.4f}]"
+    return fmt.format(metrics[key])
+
+
+def _row(label: str, metrics: dict[str, Any], with_kid: bool = False) -> str:
+    cells = [_cell(key, fmt, metrics) for key, _, fmt in _metrics(with_kid)]
     return f"| {label} | " + " | ".join(cells) + " |"
 
 
-def _header() -> list[str]:
-    names = [name for _, name, _ in METRICS]
+def _header(with_kid: bool = False) -> list[str]:
+    names = [name for _, name, _ in _metrics(with_kid)]
     return ["| samples | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
 
 
@@ -101,6 +122,24 @@ def quality_checks(card: ModelCard, others: dict[str, ModelCard]) -> list[tuple[
     return checks
 
 
+def ablation_rows(ablation: dict[str, Any], with_kid: bool) -> list[str]:
+    """The EMA ablation's rows; cards from before BatchNorm recomputation have two."""
+    if "ema_copied_bn" not in ablation:
+        return [
+            _row("EMA generator (served)", ablation["ema"], with_kid),
+            _row("raw generator", ablation["raw"], with_kid),
+        ]
+    return [
+        _row("EMA generator, BatchNorm statistics recomputed (served)", ablation["ema"], with_kid),
+        _row(
+            "EMA generator, BatchNorm statistics copied from the live generator",
+            ablation["ema_copied_bn"],
+            with_kid,
+        ),
+        _row("raw generator", ablation["raw"], with_kid),
+    ]
+
+
 def model_section(
     card: ModelCard, model_dir: Path, docs_dir: Path, others: dict[str, ModelCard]
 ) -> list[str]:
@@ -122,15 +161,16 @@ def model_section(
     ]
     if not quality:
         return [*lines, "_Not evaluated yet._", ""]
+    kid = "kid" in quality["generated"]
     lines += [
         f"Evaluated on the ONNX file: {quality['num_samples']} samples "
         f"({quality.get('latents', '')}); "
         f"classifier {quality['classifier'].get('version')} "
         f"(test accuracy {quality['classifier'].get('test_accuracy', 0):.4f}).",
         "",
-        *_header(),
-        _row(f"**{card.name}**", quality["generated"]),
-        *[_row(label, quality["reference"][key]) for key, label in REFERENCE_ROWS],
+        *_header(kid),
+        _row(f"**{card.name}**", quality["generated"], kid),
+        *[_row(label, quality["reference"][key], kid) for key, label in reference_rows(quality)],
         "",
     ]
     ablation = card.metrics.get("ema_ablation")
@@ -139,9 +179,8 @@ def model_section(
             "What the EMA of the generator's weights buys, same checkpoint, same evaluator "
             f"({ablation.get('how', '')}):",
             "",
-            *_header(),
-            _row("EMA generator (served)", ablation["ema"]),
-            _row("raw generator", ablation["raw"]),
+            *_header(kid),
+            *ablation_rows(ablation, kid),
             "",
         ]
     checks = quality_checks(card, others)
@@ -171,8 +210,11 @@ def write_quality_doc(models_dir: Path, out: Path) -> str:
         "the generated images and the test set; precision/recall (k=3) and density/coverage",
         "(k=5) are the k-NN measures of Kynkäänniemi et al. and Naeem et al. The four real",
         "rows are the calibration points from the same evaluator and run: a perfect generator",
-        "scores like the first row; blurred and class-dropped test sets show what visible",
-        "flaws cost.",
+        "scores like the first row; blurred and class-dropped real sets show what visible",
+        "flaws cost. The row labels say which images they were built from: reports made before",
+        "issue 11 blurred the test images themselves (which inflates those rows' precision and",
+        "density), newer ones a train subset disjoint from the test set, and add KID with its",
+        "95% interval beside FD.",
         "",
     ]
     for name, card in cards.items():

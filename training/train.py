@@ -1,9 +1,18 @@
 """The training loop: distribution strategy, per-epoch checkpoints and resume, TensorBoard.
 
 One run lives in one folder (`runs/<name>` by default, kept out of git):
-`config.json` (what was asked), `ckpt/` (the latest checkpoints), `history.json`
-(per-epoch losses and seconds), `tb/` (TensorBoard scalars and sample grids) and
-`samples/epoch_NNN.png` (a grid of the fixed seeds 0..63 after each epoch).
+`config.json` (what was asked), `ckpt/` (the latest checkpoints), `ckpt_best/` and
+`best.json` (the checkpoint with the lowest validation FD so far), `history.json`
+(per-epoch losses, seconds and validation scores), `tb/` (TensorBoard scalars and sample
+grids) and `samples/epoch_NNN.png` (a grid of the fixed seeds 0..63 after each epoch).
+
+Every `eval_every` epochs (and after the last) the served network (the GAN's EMA
+generator, with BatchNorm statistics recomputed) draws `eval_samples` images, scored by
+the evaluator's classifier against the validation split: train images held out of
+training and of every reported figure (training/data.py).
+
+Under MultiWorkerMirroredStrategy every worker runs the same loop; the chief writes the
+run folder, the others write theirs under `<run>/worker-<task id>/`.
 """
 
 from __future__ import annotations
@@ -51,6 +60,9 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap per epoch, for quick runs and tests
     model_options: dict[str, Any] = field(default_factory=dict)
     code_revision: str | None = None  # git revision of training/ when the run started
+    eval_every: int = 5  # epochs between validation scores; 0: none (the last epoch always)
+    eval_samples: int = 2000  # generated images per validation score
+    hold_out_validation: bool = True  # keep the validation split out of training
 
     def resolved_latent_dim(self) -> int:
         return self.latent_dim or (64 if self.kind == "gan" else 16)
@@ -132,6 +144,24 @@ def sample_grid(network: Any, latent_dim: int, output_range: tuple[float, float]
     return np.concatenate(rows, axis=0)
 
 
+class CheckpointMismatchError(ValueError):
+    """A checkpoint lacks objects (or variables) that the run's model has."""
+
+
+def restore_checkpoint(checkpoint: tf.train.Checkpoint, path: str, names: list[str]) -> None:
+    """Restore `path` into `checkpoint` (whose objects are `names`); raise
+    CheckpointMismatchError if any object or variable has no value in the file."""
+    status = checkpoint.restore(path)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as exc:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} does not hold every object of this run "
+            f"({', '.join(names)}); "
+            f"was it written by a different model or recipe? TensorFlow says: {exc}"
+        ) from exc
+
+
 class Run:
     """A training run folder: its model, checkpoint manager and history."""
 
@@ -140,7 +170,7 @@ class Run:
     ) -> None:
         import tensorflow as tf
 
-        self.run_dir = Path(run_dir)
+        self.run_dir = worker_dir(Path(run_dir), strategy)
         self.config = config
         self.strategy = strategy
         with strategy.scope():
@@ -150,19 +180,44 @@ class Run:
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, self.run_dir / "ckpt", max_to_keep=3
         )
+        self.best_manager = tf.train.CheckpointManager(
+            self.checkpoint, self.run_dir / "ckpt_best", max_to_keep=1
+        )
         self.history: list[dict[str, float]] = []
         history_path = self.run_dir / "history.json"
         if history_path.is_file():
             self.history = json.loads(history_path.read_text())
+        self.run_epochs = len(self.history)
+        self.restored_from: Literal["last", "best"] | None = None
+        best_path = self.run_dir / "best.json"
+        self.best: dict[str, Any] | None = (
+            json.loads(best_path.read_text()) if best_path.is_file() else None
+        )
 
-    def restore(self) -> int:
-        """Restore the latest checkpoint; returns the number of finished epochs."""
-        if self.manager.latest_checkpoint is None:
-            raise FileNotFoundError(f"no checkpoint in {self.run_dir / 'ckpt'}")
-        self.checkpoint.restore(self.manager.latest_checkpoint).expect_partial()
+    def restore(self, which: Literal["last", "best"] = "last") -> int:
+        """Restore the latest (or the best-scoring) checkpoint; returns its epoch.
+
+        Every object of the run (networks, EMA copy, optimisers, epoch) must be in the
+        checkpoint: one that is not would silently keep its fresh initial values.
+        """
+        manager = self.best_manager if which == "best" else self.manager
+        if manager.latest_checkpoint is None:
+            raise FileNotFoundError(f"no {which} checkpoint in {manager.directory}")
+        restore_checkpoint(
+            self.checkpoint,
+            manager.latest_checkpoint,
+            ["epoch", *self.model.checkpoint_objects()],
+        )
         done = int(self.epoch.numpy())
         self.history = [h for h in self.history if h["epoch"] <= done]
+        if which == "last" and self.best is not None and self.best["epoch"] > done:
+            self.best = None  # from epochs this resume will redo
         return done
+
+    def save_best(self, epoch: int, scores: dict[str, float]) -> None:
+        self.best_manager.save(checkpoint_number=epoch)
+        self.best = {"epoch": epoch, **scores}
+        (self.run_dir / "best.json").write_text(json.dumps(self.best, indent=1))
 
     @property
     def seconds(self) -> float:
@@ -173,6 +228,20 @@ class Run:
         (self.run_dir / "history.json").write_text(json.dumps(self.history, indent=1))
 
 
+def worker_dir(run_dir: Path, strategy: tf.distribute.Strategy) -> Path:
+    """The folder this process writes: the run folder, or a sub-folder for a non-chief worker."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    task_id = getattr(resolver, "task_id", None)
+    if resolver is None or task_type is None:
+        return run_dir
+    cluster = resolver.cluster_spec().as_dict()
+    is_chief = task_type == "chief" or (
+        task_type == "worker" and task_id == 0 and "chief" not in cluster
+    )
+    return run_dir if is_chief else run_dir / f"{task_type}-{task_id}"
+
+
 def save_config(run_dir: Path, config: TrainConfig) -> None:
     (run_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
 
@@ -181,14 +250,30 @@ def load_config(run_dir: Path) -> TrainConfig:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a training run folder (no config.json)")
-    return TrainConfig(**json.loads(path.read_text()))
+    saved = json.loads(path.read_text())
+    if "eval_every" not in saved:
+        # A run from before validation scoring trained on every train image; keep it so.
+        saved.update(eval_every=0, hold_out_validation=False)
+    return TrainConfig(**saved)
 
 
-def open_run(run_dir: Path, strategy_name: StrategyName = "default") -> Run:
-    """Open an existing run at its latest checkpoint (for export and evaluation)."""
+def open_run(
+    run_dir: Path,
+    strategy_name: StrategyName = "default",
+    checkpoint: Literal["last", "best"] = "last",
+) -> Run:
+    """Open an existing run at its latest or best checkpoint (for export and evaluation).
+
+    `best` falls back to the latest checkpoint, with a warning, for a run that never
+    scored itself (validation off, or a run from before it existed).
+    """
     config = load_config(run_dir)
     run = Run(run_dir, config, make_strategy(strategy_name))
-    run.restore()
+    if checkpoint == "best" and run.best_manager.latest_checkpoint is None:
+        log.warning("%s has no best checkpoint (no validation scores); using the last", run_dir)
+        checkpoint = "last"
+    run.restore(checkpoint)
+    run.restored_from = checkpoint
     return run
 
 
@@ -223,15 +308,29 @@ def train(
     import keras
 
     keras.utils.set_random_seed(config.seed)
-    data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None)
-    images = data.train_images[: config.max_train_images]
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    data = load_dataset(config.dataset, data_dir)
+    if config.hold_out_validation:
+        pool, validation_images = data.split_validation()
+    elif config.eval_every:
+        raise ValueError("validation scores need the validation split held out of training")
+    else:
+        pool, validation_images = data.train_images, data.train_images[:0]
+    images = pool[: config.max_train_images]
+    scorer = None
+    if config.eval_every:
+        from training.evaluate import ValidationScorer
+
+        scorer = ValidationScorer(data.name, validation_images, data_dir=data_dir)
     strategy = make_strategy(config.strategy)
     run = Run(run_dir, config, strategy)
+    run.run_dir.mkdir(parents=True, exist_ok=True)
     log.info(
-        "training %s on %s (%d images) with %s over %d replica(s)",
+        "training %s on %s (%d images, %d held out for validation) with %s over %d replica(s)",
         config.kind,
         data.name,
         len(images),
+        len(validation_images),
         type(strategy).__name__,
         strategy.num_replicas_in_sync,
     )
@@ -253,8 +352,8 @@ def train(
             k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in out.items()
         }
 
-    writer = tf.summary.create_file_writer(str(run_dir / "tb"))
-    (run_dir / "samples").mkdir(exist_ok=True)
+    writer = tf.summary.create_file_writer(str(run.run_dir / "tb"))
+    (run.run_dir / "samples").mkdir(exist_ok=True)
     for epoch in range(start_epoch, config.epochs):
         # Per-epoch shuffle seed: a resumed run sees the same order as an unbroken one.
         ds = make_tf_dataset(
@@ -282,46 +381,112 @@ def train(
         if not all(np.isfinite(v) for v in means.values()):
             raise FloatingPointError(f"epoch {epoch + 1}: non-finite losses {means}; stopping")
         run.epoch.assign(epoch + 1)
-        run.history.append({"epoch": epoch + 1, "seconds": seconds, "steps": steps, **means})
+        entry: dict[str, float] = {"epoch": epoch + 1, "seconds": seconds, "steps": steps, **means}
         grid = sample_grid(model.served, model.latent_dim, model.output_range)
         from PIL import Image
 
-        Image.fromarray(grid).save(run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+        Image.fromarray(grid).save(run.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+        scores = None
+        if scorer is not None and (
+            (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
+        ):
+            started = time.monotonic()
+            scores = validation_scores(model, scorer, config.eval_samples)
+            entry.update({f"val_{k}": v for k, v in scores.items()})
+            entry["val_seconds"] = time.monotonic() - started
+            if run.best is None or scores["frechet_distance"] < run.best["frechet_distance"]:
+                run.save_best(epoch + 1, scores)
+        run.history.append(entry)
         with writer.as_default(step=epoch + 1):
             for key, value in means.items():
                 tf.summary.scalar(key, value)
             tf.summary.scalar("epoch_seconds", seconds)
+            for key, value in (scores or {}).items():
+                tf.summary.scalar(f"validation/{key}", value)
             tf.summary.image("samples", grid[None, ..., None], max_outputs=1)
         run.save()
         log.info("epoch %d/%d %.0fs %s", epoch + 1, config.epochs, seconds, means)
+        if scores is not None and run.best is not None:
+            log.info(
+                "validation after epoch %d (%d samples vs %d held-out images): FD %.2f, "
+                "precision %.3f, recall %.3f, coverage %.3f; best FD %.2f at epoch %d",
+                epoch + 1,
+                config.eval_samples,
+                scorer.num_images if scorer else 0,
+                scores["frechet_distance"],
+                scores["precision"],
+                scores["recall"],
+                scores["coverage"],
+                run.best["frechet_distance"],
+                run.best["epoch"],
+            )
     writer.flush()
     return run
 
 
-def keras_sampler(run_dir: Path, *, raw_generator: bool = False) -> Sampler:
-    """A Sampler over a run's latest checkpoint: the served network as Keras runs it.
+def generate_uint8(
+    network: Any, latents: np.ndarray, output_range: tuple[float, float]
+) -> np.ndarray:
+    """uint8 images of a Keras network in inference mode, in chunks of 500 latents."""
+    chunks = [
+        to_uint8(np.asarray(network(latents[i : i + 500], training=False)), output_range)
+        for i in range(0, len(latents), 500)
+    ]
+    return np.concatenate(chunks, axis=0)
 
-    `raw_generator=True` samples a GAN's live generator instead of its EMA copy, to measure
-    what the averaging buys.
+
+def validation_scores(model: Any, scorer: Any, num_samples: int) -> dict[str, float]:
+    """Score `num_samples` images of the served network as it would be exported.
+
+    The GAN's EMA generator gets its BatchNorm statistics recomputed for the sample, then
+    put back, so the checkpoint (and a resumed run) is the same as without scoring.
+    """
+    from training.batchnorm import batchnorm_statistics_kept
+    from training.evaluate import VALIDATION_FIRST_SEED
+
+    latents = np.stack(
+        [latent_for_seed(VALIDATION_FIRST_SEED + i, model.latent_dim) for i in range(num_samples)]
+    )
+    with batchnorm_statistics_kept(model.served):
+        model.prepare_served()
+        images = generate_uint8(model.served, latents, model.output_range)
+    scores: dict[str, float] = scorer(images)
+    return scores
+
+
+SamplerNetwork = Literal["served", "served_copied_bn", "raw"]
+
+
+def keras_sampler(
+    run_dir: Path,
+    *,
+    network: SamplerNetwork = "served",
+    checkpoint: Literal["last", "best"] = "last",
+) -> Sampler:
+    """A Sampler over a run's checkpoint, as Keras runs it.
+
+    `served`: what export writes (a GAN's EMA generator with BatchNorm statistics
+    recomputed); `served_copied_bn`: the EMA generator with the statistics it trained with
+    (copied from the live generator); `raw`: a GAN's live generator. The last two measure
+    what the recomputation and the averaging buy.
     """
     from training.evaluate import Sampler
 
-    run = open_run(run_dir)
-    network, output_range = run.model.served, run.model.output_range
-    if raw_generator:
-        network = run.model.generator
+    run = open_run(run_dir, checkpoint=checkpoint)
+    output_range = run.model.output_range
+    if network == "raw":
+        chosen, prepared = run.model.generator, "raw generator"
+    else:
+        bn = "copied" if network == "served_copied_bn" else "recompute"
+        chosen, prepared = run.model.served, run.model.prepare_served(bn)
 
     def generate(latents: np.ndarray) -> np.ndarray:
-        chunks = [
-            to_uint8(np.asarray(network(latents[i : i + 500], training=False)), output_range)
-            for i in range(0, len(latents), 500)
-        ]
-        return np.concatenate(chunks, axis=0)
+        return generate_uint8(chosen, latents, output_range)
 
     epoch = int(run.epoch.numpy())
     return Sampler(
         latent_dim=run.model.latent_dim,
         generate=generate,
-        description=f"Keras checkpoint {run.manager.latest_checkpoint} (epoch {epoch}, "
-        f"{'raw generator' if raw_generator else 'served network'})",
+        description=f"Keras checkpoint {run.restored_from} of {run_dir} (epoch {epoch}, "
+        f"{'served network, ' if network != 'raw' else ''}{prepared})",
     )

@@ -1,4 +1,8 @@
-"""The VAE: convolutional encoder and decoder trained on the ELBO; the decoder is served."""
+"""The VAE: convolutional encoder and decoder trained on the ELBO; the decoder is served.
+
+The reconstruction loss is computed on the decoder's pre-sigmoid logits; the sigmoid lives
+only in the served (and exported) decoder.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,20 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from training.networks import build_decoder, build_encoder
+from training.networks import build_decoder, build_encoder, decoder_logits
 
 
 def vae_loss_terms(
-    images: tf.Tensor, reconstruction: tf.Tensor, z_mean: tf.Tensor, z_log_var: tf.Tensor
+    images: tf.Tensor, logits: tf.Tensor, z_mean: tf.Tensor, z_log_var: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """Per-example mean of (reconstruction NLL in nats, KL(q(z|x) || N(0, I)))."""
-    eps = 1e-7
-    clipped = tf.clip_by_value(reconstruction, eps, 1.0 - eps)
-    # Bernoulli likelihood of the [0, 1] pixel intensities, summed over pixels.
-    nll = -tf.reduce_sum(
-        images * tf.math.log(clipped) + (1.0 - images) * tf.math.log(1.0 - clipped), axis=[1, 2, 3]
+    """Per-example mean of (reconstruction NLL in nats, KL(q(z|x) || N(0, I))).
+
+    The Bernoulli likelihood of the [0, 1] pixel intensities is taken on the decoder's
+    logits with `sigmoid_cross_entropy_with_logits`: exact and finite for any logit, where
+    log(sigmoid(x)) on a clipped probability saturates and loses the gradient.
+    """
+    nll = tf.reduce_sum(
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=images, logits=logits), axis=[1, 2, 3]
     )
     kl = -0.5 * tf.reduce_sum(1.0 + z_log_var - tf.square(z_mean) - tf.exp(z_log_var), axis=1)
     return tf.reduce_mean(nll), tf.reduce_mean(kl)
@@ -47,10 +53,11 @@ class VAE(keras.Model):
             "latent_dim": latent_dim,
             "learning_rate": learning_rate,
             "beta": beta,
-            "likelihood": "Bernoulli",
+            "likelihood": "Bernoulli, on the decoder's logits",
         }
         self.encoder = build_encoder(latent_dim)
-        self.decoder = build_decoder(latent_dim)
+        self.decoder = build_decoder(latent_dim)  # served: ends in the sigmoid
+        self.decoder_logits = decoder_logits(self.decoder)  # trained on: same weights
         self.optimizer_ = keras.optimizers.Adam(learning_rate)
         self.optimizer_.build(self.encoder.trainable_variables + self.decoder.trainable_variables)
 
@@ -74,13 +81,17 @@ class VAE(keras.Model):
             # Reparameterisation: z = mu + sigma * eps keeps the sample differentiable.
             eps = tf.random.stateless_normal(tf.shape(z_mean), seed=seed)
             z = z_mean + tf.exp(0.5 * z_log_var) * eps
-            reconstruction = self.decoder(z, training=True)
-            nll, kl = vae_loss_terms(images, reconstruction, z_mean, z_log_var)
+            logits = self.decoder_logits(z, training=True)
+            nll, kl = vae_loss_terms(images, logits, z_mean, z_log_var)
             loss = nll + self.beta * kl
             scaled = loss / replicas  # gradients are summed across replicas
         grads = tape.gradient(scaled, variables)
         self.optimizer_.apply_gradients(zip(grads, variables, strict=True))
         return {"loss": loss, "reconstruction": nll, "kl": kl}
+
+    def prepare_served(self, bn_statistics: str = "recompute") -> str:
+        """Nothing to prepare: the decoder has no BatchNorm layers and no weight average."""
+        return "no BatchNorm layers"
 
     def after_step(self) -> None:
         """Nothing to do after a VAE step."""

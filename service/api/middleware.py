@@ -7,10 +7,24 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ServiceError, Unauthorized, error_response
-from service.metrics import Metrics
+from service.api.errors import error_response
+from service.errors import PayloadTooLarge, ServiceError, Unauthorized
+from service.metrics import Metrics, method_label
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready", "/metrics"})
+OPEN_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/v2/health/live",
+        "/v2/health/ready",
+        "/metrics",
+        # The API's description and its offline viewers hold no data; the calls they make
+        # from the page need the key like any other.
+        "/openapi.json",
+        "/docs",
+        "/redoc",
+    }
+)
 # The playground page and its assets hold no data; the key guards the API calls it makes.
 OPEN_PREFIXES = ("/static/",)
 PLAYGROUND_PATH = "/"
@@ -44,7 +58,8 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
+            method = method_label(scope["method"])
+            self.metrics.process_requests.inc()
             self.metrics.requests.labels(route=route, method=method, status=str(status)).inc()
             self.metrics.request_latency_seconds.labels(route=route, method=method).observe(
                 time.perf_counter() - started

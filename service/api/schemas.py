@@ -150,8 +150,36 @@ class ModelInfo(BaseModel):
     providers: list[str] = Field(description="onnxruntime execution providers in use.")
 
 
+class ImageShape(BaseModel):
+    height: int = Field(description="Image height in pixels (before scaling).")
+    width: int = Field(description="Image width in pixels (before scaling).")
+    channels: int = Field(description="1 grayscale, 3 RGB, 4 RGBA.")
+
+
+class DatasetName(BaseModel):
+    name: str | None = Field(description="The data set it was trained on, when the card says.")
+
+
+class ModelSummary(BaseModel):
+    """One line of the model list; `GET /v1/models/{model}` has the whole card."""
+
+    name: str
+    kind: str = Field(description="'gan' (generator) or 'vae' (decoder).")
+    version: str
+    description: str
+    latent_dim: int = Field(description="Length of a latent vector (float32 values).")
+    image: ImageShape
+    dataset: DatasetName
+    metrics: dict[str, float] = Field(
+        description="Headline quality of the served file (frechet_distance, precision, recall, "
+        "where the card has them); the whole report is at /v1/models/{model}."
+    )
+    providers: list[str] = Field(description="onnxruntime execution providers in use.")
+    ready: bool = Field(description="Whether the model takes requests now.")
+
+
 class ModelList(BaseModel):
-    models: list[ModelInfo]
+    models: list[ModelSummary]
 
 
 class Health(BaseModel):

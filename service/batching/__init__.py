@@ -1,6 +1,11 @@
 """Dynamic batching, free of HTTP and ONNX: scheduling in `batcher`, array merging in `arrays`."""
 
-from service.batching.arrays import array_batch_function, split_rows, stack_items
+from service.batching.arrays import (
+    array_batch_function,
+    split_rows,
+    stack_items,
+    threaded_batch_function,
+)
 from service.batching.batcher import BatchFunction, BatchObserver, DynamicBatcher
 from service.batching.errors import (
     BatcherClosed,
@@ -8,6 +13,8 @@ from service.batching.errors import (
     BatchSizeMismatch,
     DeadlineExceeded,
     QueueFull,
+    SchedulerFailed,
+    SchedulerRestarting,
 )
 
 __all__ = [
@@ -19,7 +26,10 @@ __all__ = [
     "DeadlineExceeded",
     "DynamicBatcher",
     "QueueFull",
+    "SchedulerFailed",
+    "SchedulerRestarting",
     "array_batch_function",
     "split_rows",
     "stack_items",
+    "threaded_batch_function",
 ]

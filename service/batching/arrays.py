@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from typing import TypeVar
 
 import numpy as np
 
@@ -12,6 +13,8 @@ from service.batching.batcher import BatchFunction
 from service.batching.errors import BatchSizeMismatch
 
 ArrayFunction = Callable[[np.ndarray], np.ndarray]
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
 
 
 def stack_items(items: Sequence[np.ndarray]) -> np.ndarray:
@@ -37,5 +40,17 @@ def array_batch_function(
         stacked = stack_items(items)
         result = await asyncio.get_running_loop().run_in_executor(executor, run_rows, stacked)
         return split_rows(result, len(items))
+
+    return run
+
+
+def threaded_batch_function(
+    run_items: Callable[[list[InT]], list[OutT]], executor: Executor | None = None
+) -> BatchFunction[InT, OutT]:
+    """Wrap a blocking `items -> results` function so the batcher calls it off the event loop
+    (the batcher checks that it returns one result per item)."""
+
+    async def run(items: list[InT]) -> list[OutT]:
+        return await asyncio.get_running_loop().run_in_executor(executor, run_items, items)
 
     return run

@@ -21,3 +21,11 @@ class BatcherClosed(BatchingError):
 
 class BatchSizeMismatch(BatchingError):
     """The batch function broke its contract: it must return one result per item."""
+
+
+class SchedulerFailed(BatchingError):
+    """The batcher's scheduling task ended with an error; this request was waiting in it."""
+
+
+class SchedulerRestarting(BatchingError):
+    """The scheduler failed a moment ago and is being restarted; nothing was queued."""

@@ -6,6 +6,7 @@ Only typer and the standard library load with this module, so registering the co
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -13,10 +14,20 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from service.extras import install_hint
+
 if TYPE_CHECKING:
     from service.loadtest.report import Report
 
 TARGET_ERROR_EXIT_CODE = 1
+
+
+def _importable(module: str) -> bool:
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return False
+    return True
 
 
 def _parse_levels(text: str | None, what: str, kind: type[float] | type[int]) -> list[Any]:
@@ -106,6 +117,10 @@ def loadtest_command(
         raise typer.BadParameter("must be 'constant' or 'poisson'", param_hint="--arrivals")
     if concurrency is not None and rate is not None:
         raise typer.BadParameter("give --concurrency or --rate, not both")
+    if chart is not None and not _importable("matplotlib"):
+        # Said before the run, not after minutes of load.
+        typer.echo(f"loadtest: --chart needs matplotlib; {install_hint('loadtest')}", err=True)
+        raise typer.Exit(2)
     clients = _parse_levels(concurrency, "--concurrency", int)
     rates = _parse_levels(rate, "--rate", float)
     if not clients and not rates:

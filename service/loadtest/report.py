@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from service.extras import install_hint
 from service.loadtest.runner import PROGRESS_INTERVAL_S
 from service.loadtest.stats import Recorder, StepResult, percentile
 
@@ -200,7 +201,7 @@ def write_chart(steps: Sequence[StepResult], path: Path, title: str) -> None:
     try:
         import matplotlib
     except ImportError:
-        raise RuntimeError("the chart needs matplotlib: pip install 'imagegen[loadtest]'") from None
+        raise RuntimeError(f"the chart needs matplotlib; {install_hint('loadtest')}") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import re
+from prometheus_client.parser import text_string_to_metric_families
 
 from service.loadtest.stats import ServerFigures
-
-_SAMPLE = re.compile(
-    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)"
-)
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 BATCH_SIZE = "imagegen_batch_size_images"
 QUEUE_WAIT = "imagegen_queue_wait_seconds"
 INFERENCE = "imagegen_inference_seconds"
-_WANTED = tuple(
+_WANTED = frozenset(
     f"{family}_{part}"
     for family in (BATCH_SIZE, QUEUE_WAIT, INFERENCE)
     for part in ("sum", "count")
@@ -24,21 +19,16 @@ Snapshot = dict[str, float]
 
 
 def parse_model_sums(text: str, model: str) -> Snapshot:
-    """The `_sum` and `_count` of the batching histograms for one model, by sample name."""
+    """The `_sum` and `_count` of the batching histograms for one model, by sample name
+    (prometheus-client's own parser; a scrape it cannot parse gives nothing)."""
     found: Snapshot = {}
-    for line in text.splitlines():
-        if not line.startswith(_WANTED):
-            continue
-        match = _SAMPLE.match(line)
-        if match is None or match["name"] not in _WANTED:
-            continue
-        labels = dict(_LABEL.findall(match["labels"] or ""))
-        if labels.get("model") != model:
-            continue
-        try:
-            found[match["name"]] = float(match["value"])
-        except ValueError:
-            continue
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:  # without a TYPE line a sample is its own family
+                if sample.name in _WANTED and sample.labels.get("model") == model:
+                    found[sample.name] = float(sample.value)
+    except ValueError:
+        return {}
     return found
 
 

@@ -3,7 +3,7 @@ original, and write it as a model folder of its own (`<name>-fp16/`, with its ow
 
 The variant keeps float32 input and output (casts at the graph's edges), so it meets the same
 artifact contract and the service serves it like any other model. Converting needs the `onnx`
-package (`pip install 'imagegen[fp16]'`); serving the result does not.
+package (the fp16 extra, installed from the checkout); serving the result does not.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from service.extras import install_hint
 from service.runtime.card import (
     CARD_FILENAME,
     ONNX_FILENAME,
@@ -69,7 +70,7 @@ def convert_graph(fp32_path: Path, fp16_path: Path) -> dict[str, str]:
         from onnxruntime.transformers.float16 import convert_float_to_float16
     except ImportError as error:
         raise RuntimeError(
-            f"converting to fp16 needs the onnx package ({error}); pip install 'imagegen[fp16]'"
+            f"converting to fp16 needs the onnx package ({error}); {install_hint('fp16')}"
         ) from error
     model = onnx.load(str(fp32_path))
     # keep_io_types: float32 in and out, so the card's input/output contract still holds.

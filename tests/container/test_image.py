@@ -19,6 +19,10 @@ MAX_IMAGE_BYTES = 700 * 1024 * 1024
 # The runtime stage on top of its base: the user, the venv, the models (WORKDIR, ENV, LABEL
 # and the rest make no layer, or an empty one).
 MAX_OWN_LAYERS = 4
+# The distribution pyproject.toml declares (its [project] name).
+DISTRIBUTION = re.search(
+    r'^name = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M
+)[1]  # type: ignore[index]
 SHIPPED_MODELS = sorted(p.name for p in (ROOT / "models").iterdir() if (p / "model.json").is_file())
 
 
@@ -98,7 +102,7 @@ def test_cpu_image_has_no_tensorflow_no_compiler_and_cpu_onnxruntime(
     assert facts["tensorflow"] is False
     assert not [d for d in facts["dists"] if d.startswith(("tensorflow", "keras", "tf2onnx"))]
     assert facts["compilers"] == []
-    assert "imagegen" in facts["dists"] and "onnxruntime" in facts["dists"]
+    assert DISTRIBUTION in facts["dists"] and "onnxruntime" in facts["dists"]
     assert "onnxruntime-gpu" not in facts["dists"] and "onnx" not in facts["dists"]
     assert "CPUExecutionProvider" in facts["providers"]
     assert not [p for p in facts["providers"] if p.startswith(("CUDA", "Tensorrt"))]
@@ -110,7 +114,7 @@ def test_image_installs_what_pyproject_declares(engine: Engine, cpu_image: Built
     report = in_image(
         engine,
         cpu_image.tag,
-        "import importlib.metadata as m; print('\\n'.join(m.requires('imagegen') or []))",
+        f"import importlib.metadata as m; print('\\n'.join(m.requires({DISTRIBUTION!r}) or []))",
     )
     declared = [line for line in report.splitlines() if line and "extra ==" not in line]
     assert len(declared) >= 5
@@ -120,7 +124,7 @@ def test_image_installs_what_pyproject_declares(engine: Engine, cpu_image: Built
         "import importlib.metadata as m, re\n"
         "from pip._vendor.packaging.requirements import Requirement\n"
         "bad = []\n"
-        "for line in m.requires('imagegen'):\n"
+        f"for line in m.requires({DISTRIBUTION!r}):\n"
         "    r = Requirement(line)\n"
         "    if r.marker and not r.marker.evaluate({'extra': ''}): continue\n"
         "    try: v = m.version(r.name)\n"

@@ -52,31 +52,47 @@ def test_short_benchmark_runs_end_to_end(models_dir: Path, tmp_path: Path) -> No
         assert (batch, False, "service session options") in raw
     assert (64, True, "onnxruntime defaults") in raw
     steps = [
-        (run["scenario"], step["endpoint"], step["level"], step["items_per_request"])
+        (run["system"], run["load"]["endpoint"], run["load"]["clients"], step["items_per_request"])
         for run in result["service"]
         for step in run["report"]["steps"]
     ]
     assert steps == [
-        ("batching on", "single", 1, 1),
-        ("batching on", "single", 32, 1),
-        ("batch endpoint", "batch", 4, 64),
-        ("batching off", "single", 1, 1),
-        ("batching off", "single", 32, 1),
+        ("imagegen, batching on", "single", 1, 1),
+        ("imagegen, batching on", "single", 32, 1),
+        ("imagegen, batching on", "batch", 4, 64),
+        ("imagegen, batching off", "single", 1, 1),
+        ("imagegen, batching off", "single", 32, 1),
+        ("imagegen, 2 workers", "single", 1, 1),
+        ("imagegen, 2 workers", "single", 32, 1),
+        ("naive FastAPI", "single", 1, 1),
+        ("naive FastAPI", "single", 32, 1),
+        ("LitServe", "single", 1, 1),
+        ("LitServe", "single", 32, 1),
     ]
     for run in result["service"]:
         (step,) = run["report"]["steps"]
         assert step["successes"] > 0 and step["errors"] == {}, step
-        assert step["server"]["mean_batch_size"] is not None
-        assert run["server_cores"] >= run["server_event_loop_cores"] > 0
         assert run["command"].startswith("imagegen loadtest --url http://127.0.0.1:")
-    off = [run for run in result["service"] if run["scenario"] == "batching off"]
+        assert run["report"]["tool_ceiling"] is None  # measured in a run of its own
+        if run["system"].startswith("imagegen"):
+            assert step["server"]["mean_batch_size"] is not None
+            assert run["server_cores"] >= run["server_event_loop_cores"] > 0
+            assert run["event_loop_us_per_request"] > 0
+        else:  # the peers have no /metrics
+            assert step["server"]["mean_batch_size"] is None
+    loop = {run["system"]: run["event_loop_us_per_request"] for run in result["service"]}
+    assert loop["LitServe"] is None and loop["naive FastAPI"] > 0
+    off = [run for run in result["service"] if run["system"] == "imagegen, batching off"]
     assert all(run["report"]["steps"][0]["server"]["mean_batch_size"] == 1.0 for run in off)
-    ceilings = [run["report"]["tool_ceiling"] for run in result["service"]]
-    assert [c["level"] for c in ceilings if c] == [32]
-    assert ceilings[1]["requests_per_s"] > 0
-    assert len(result["checks"]) == 5
-    assert "--max-batch-size 1" in result["server_commands"]["batching off"]
-    assert all("--max-queue-size=1024" in c for c in result["server_commands"].values())
+    assert result["tool_ceiling"]["level"] == 32 and result["tool_ceiling"]["requests_per_s"] > 0
+    assert len(result["checks"]) == 6
+    commands = result["server_commands"]
+    assert "--max-batch-size 1" in commands["imagegen, batching off"]
+    assert "--workers 2" in commands["imagegen, 2 workers"]
+    assert "benchmarks.peers.naive" in commands["naive FastAPI"]
+    assert "benchmarks.peers.litserve_peer" in commands["LitServe"]
+    services = [c for name, c in commands.items() if name.startswith("imagegen")]
+    assert all("--max-queue-size=1024" in c for c in services)
 
     text = docs.read_text()
     assert text.startswith(kept.rstrip())  # the other section survives

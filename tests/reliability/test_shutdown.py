@@ -12,6 +12,8 @@ import asyncio
 import json
 import time
 
+import pytest
+
 from tests.reliability.conftest import SLOW, Launcher
 from tests.reliability.harness import Outcome, is_png, request, warnings_in
 from tests.reliability.report import record
@@ -22,10 +24,11 @@ GRACE_S = 20.0
 REFUSED = {"ConnectionRefusedError", "ConnectionResetError", "no response"}
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 async def test_sigterm_under_load_answers_every_accepted_request_then_exits_0(
-    serve: Launcher,
+    serve: Launcher, workers: int
 ) -> None:
-    server = serve(max_batch_size=8, max_queue_size=256, shutdown_grace_s=GRACE_S)
+    server = serve(max_batch_size=8, max_queue_size=256, shutdown_grace_s=GRACE_S, workers=workers)
     port = server.port
     outcomes: list[Outcome] = []
     stop = asyncio.Event()
@@ -82,7 +85,7 @@ async def test_sigterm_under_load_answers_every_accepted_request_then_exits_0(
 
     in_flight_at_signal = [o for o in accepted_before if o.done_at and o.done_at > signal_at]
     record(
-        "shutdown",
+        "shutdown" if workers == 1 else f"shutdown, {workers} workers",
         clients=CLIENTS,
         requests=len(outcomes),
         accepted_before_signal=len(accepted_before),

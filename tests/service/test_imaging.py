@@ -59,3 +59,45 @@ def test_bad_images_are_refused() -> None:
         encode_png(np.zeros((2, 2, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="scale must be >= 1"):
         upscale_nearest(random_image(1), 0)
+
+
+def pillow_png(image: np.ndarray) -> bytes:
+    """Pillow's own Image.save: the bytes `encode_png` promises to reproduce."""
+    buffer = io.BytesIO()
+    pixels = image[:, :, 0] if image.shape[2] == 1 else image
+    Image.fromarray(pixels).save(buffer, format="PNG", compress_level=6, optimize=False)
+    return buffer.getvalue()
+
+
+def _contents(rng: np.random.Generator, shape: tuple[int, int, int]) -> list[np.ndarray]:
+    """Noise, flat, gradient, two-level and repeated-row images: each favours other filters."""
+    height, width, channels = shape
+    gradient = np.linspace(0, 255, height * width * channels).reshape(shape).astype(np.uint8)
+    repeated = np.repeat(rng.integers(0, 256, (1, width, channels), dtype=np.uint8), height, 0)
+    return [
+        rng.integers(0, 256, shape, dtype=np.uint8),
+        np.full(shape, int(rng.integers(0, 256)), dtype=np.uint8),
+        gradient,
+        (rng.random(shape) > 0.5).astype(np.uint8) * 255,
+        repeated,
+    ]
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_png_bytes_equal_pillows_save_for_every_shape_and_content(channels: int) -> None:
+    rng = np.random.default_rng(channels)
+    for _ in range(40):
+        height, width = (int(n) for n in rng.integers(1, 48, size=2))
+        for image in _contents(rng, (height, width, channels)):
+            for scale in (1, 3):
+                assert encode_png(image, scale) == pillow_png(upscale_nearest(image, scale))
+
+
+@pytest.mark.parametrize("shape", [(448, 448, 1), (300, 300, 3), (200, 700, 4)])
+def test_png_bytes_equal_pillows_save_when_split_over_several_idat_chunks(
+    shape: tuple[int, int, int],
+) -> None:
+    image = np.random.default_rng(1).integers(0, 256, shape, dtype=np.uint8)
+    png = encode_png(image)
+    assert png.count(b"IDAT") > 1
+    assert png == pillow_png(image)

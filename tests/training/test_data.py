@@ -71,3 +71,12 @@ def test_mnist_falls_back_to_the_bundled_real_sample(
 def test_scale_images_maps_the_uint8_range_onto_the_target_range() -> None:
     scaled = scale_images(np.array([0, 255], dtype=np.uint8), (-1.0, 1.0))
     np.testing.assert_allclose(scaled, [-1.0, 1.0])
+
+
+def test_validation_split_is_a_fixed_tenth_capped_at_5000() -> None:
+    from training.data import validation_mask
+
+    small, large = validation_mask(4000), validation_mask(60000)
+    assert small.sum() == 400 and large.sum() == 5000
+    np.testing.assert_array_equal(validation_mask(4000), small)  # deterministic
+    assert np.flatnonzero(small).min() > 0 and np.flatnonzero(small).max() < 3999  # spread out

@@ -19,7 +19,7 @@ from training.classifier import (
     classifier_paths,
     load_classifier_info,
 )
-from training.data import load_dataset
+from training.data import load_dataset, validation_mask
 from training.evaluate import (
     REFERENCE_KEYS,
     RealReference,
@@ -31,6 +31,7 @@ from training.evaluate import (
     format_report,
     onnx_sampler,
     reference_problems,
+    reference_subset,
     sample_images,
     score_images,
 )
@@ -68,6 +69,91 @@ def test_frechet_distance_stays_real_with_singular_covariances() -> None:
     x[:, 0] = 0.0  # a dead unit
     value = metrics.frechet_distance(x, x * 2.0)
     assert np.isfinite(value) and value > 0
+
+
+@pytest.mark.parametrize("dim", [4, 32])
+def test_frechet_distance_matches_scipy_sqrtm_on_full_covariances(dim: int) -> None:
+    from scipy.linalg import sqrtm
+
+    rng = np.random.default_rng(10 + dim)
+    # Correlated features: random linear maps of Gaussians give full, non-diagonal covariances.
+    a = rng.normal(size=(3000, dim)) @ rng.normal(size=(dim, dim))
+    b = rng.normal(size=(2000, dim)) @ rng.normal(size=(dim, dim)) + rng.normal(size=dim)
+    mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    assert np.abs(cov_a - np.diag(np.diag(cov_a))).max() > 0.5  # really off-diagonal
+    covmean = sqrtm(cov_a @ cov_b).real
+    expected = np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a + cov_b - 2.0 * covmean)
+    assert metrics.frechet_distance(a, b) == pytest.approx(expected, rel=1e-7)
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.7])
+def test_prdc_matches_the_reference_implementation(
+    shift: float, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reference = pytest.importorskip("prdc")  # the `prdc` package of Naeem et al. (dev extra)
+    rng = np.random.default_rng(7)
+    real = rng.normal(size=(600, 16))
+    fake = rng.normal(size=(500, 16)) * 1.3 + shift
+    ours = metrics.prdc(real, fake, pr_k=3, dc_k=5)
+    # Our evaluator uses k=3 for precision/recall and k=5 for density/coverage; the
+    # reference takes one k, so it is run once per k.
+    pr = reference.compute_prdc(real, fake, nearest_k=3)
+    dc = reference.compute_prdc(real, fake, nearest_k=5)
+    capsys.readouterr()  # it prints the set sizes
+    assert ours["precision"] == pytest.approx(pr["precision"], abs=1e-12)
+    assert ours["recall"] == pytest.approx(pr["recall"], abs=1e-12)
+    assert ours["density"] == pytest.approx(dc["density"], abs=1e-12)
+    assert ours["coverage"] == pytest.approx(dc["coverage"], abs=1e-12)
+    assert 0.0 < ours["precision"] < 1.0 and 0.0 < ours["coverage"] < 1.0  # not a trivial case
+
+
+def test_mmd2_unbiased_matches_a_direct_double_sum() -> None:
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(7, 3)), rng.normal(size=(5, 3)) + 0.5
+
+    def k(a: np.ndarray, b: np.ndarray) -> float:
+        return float((a @ b / 3 + 1.0) ** 3)
+
+    xx = sum(k(x[i], x[j]) for i in range(7) for j in range(7) if i != j) / (7 * 6)
+    yy = sum(k(y[i], y[j]) for i in range(5) for j in range(5) if i != j) / (5 * 4)
+    xy = sum(k(x[i], y[j]) for i in range(7) for j in range(5)) / (7 * 5)
+    assert metrics.mmd2_unbiased(x, y) == pytest.approx(xx + yy - 2 * xy, rel=1e-12)
+
+
+def test_kid_is_the_unbiased_mmd_on_all_pairs_up_to_the_cap() -> None:
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(60, 4)), rng.normal(size=(40, 4)) + 0.3
+    kid = metrics.kernel_inception_distance(x, y)
+    assert kid["kid"] == pytest.approx(metrics.mmd2_unbiased(x, y), rel=1e-10)
+    capped = metrics.kernel_inception_distance(x, y, max_samples=30)
+    assert (capped["kid_num_real"], capped["kid_num_fake"]) == (30, 30)
+
+
+def test_kid_jackknife_error_matches_explicit_leave_one_out() -> None:
+    rng = np.random.default_rng(12)
+    x, y = rng.normal(size=(12, 3)), rng.normal(size=(9, 3)) + 0.4
+    theta_x = np.array([metrics.mmd2_unbiased(np.delete(x, i, 0), y) for i in range(12)])
+    theta_y = np.array([metrics.mmd2_unbiased(x, np.delete(y, j, 0)) for j in range(9)])
+    variance = 11 / 12 * np.sum((theta_x - theta_x.mean()) ** 2) + 8 / 9 * np.sum(
+        (theta_y - theta_y.mean()) ** 2
+    )
+    kid = metrics.kernel_inception_distance(x, y)
+    half_width = (kid["kid_ci95"][1] - kid["kid_ci95"][0]) / 2
+    assert half_width == pytest.approx(1.96 * np.sqrt(variance), rel=1e-9)
+
+
+def test_kid_interval_covers_zero_for_one_distribution_and_not_for_two() -> None:
+    rng = np.random.default_rng(9)
+    real = rng.normal(size=(1000, 16))  # MNIST's test-set size
+    same = metrics.kernel_inception_distance(real, rng.normal(size=(1000, 16)))
+    low, high = same["kid_ci95"]
+    assert low < 0.0 < high and low < same["kid"] < high
+    shifted = metrics.kernel_inception_distance(real, rng.normal(size=(1000, 16)) + 0.2)
+    assert shifted["kid_ci95"][0] > 0.0
+    assert shifted["kid"] > same["kid_ci95"][1]
+    with pytest.raises(ValueError, match="KID needs"):
+        metrics.kernel_inception_distance(real[:2], real)
 
 
 def test_prdc_of_identical_sets_is_one() -> None:
@@ -196,6 +282,23 @@ def test_reference_points_are_ordered(small_fashion_reference: RealReference) ->
     assert removed["min_class_fraction"] < 0.02
     assert removed["recall"] < ref["real_train_vs_test"]["recall"]
     assert ref["real_train_vs_test"]["class_kl_from_uniform"] < 0.02
+
+
+def test_reference_rows_come_from_train_images_outside_test_and_validation(
+    small_fashion_reference: RealReference,
+) -> None:
+    data, ref = small_fashion_reference.dataset, small_fashion_reference.reference
+    subset = reference_subset(data, 2000)
+    assert len(subset) == len(set(subset.tolist())) == 2000
+    assert not validation_mask(len(data.train_images))[subset].any()
+    # The rows hold the subset's images, not the test images they are compared with.
+    kept = int(np.sum(~np.isin(data.train_labels[subset], [0, 1, 2])))
+    assert ref["blur_sigma_0.5"]["num_samples"] == ref["blur_sigma_1"]["num_samples"] == 2000
+    assert ref["three_classes_removed"]["num_samples"] == kept
+    # KID beside FD: its interval holds 0 for real-vs-real only.
+    assert ref["real_train_vs_test"]["kid_ci95"][0] < 0.0 < ref["real_train_vs_test"]["kid_ci95"][1]
+    for key in ("blur_sigma_0.5", "blur_sigma_1", "three_classes_removed"):
+        assert ref[key]["kid_ci95"][0] > 0.0, key
 
 
 def test_copies_of_training_images_are_flagged_as_memorised(

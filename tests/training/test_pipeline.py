@@ -30,7 +30,8 @@ def tiny_train(
 ) -> subprocess.CompletedProcess[str]:
     return cli(
         "train", kind, "--data-dir", str(data_dir), "--run-dir", str(run_dir), "--epochs", "1",
-        "--batch-size", "32", "--steps-per-epoch", "3", "--no-progress", *extra,
+        "--batch-size", "32", "--steps-per-epoch", "3", "--eval-samples", "200", "--no-progress",
+        *extra,
     )  # fmt: skip
 
 

@@ -27,6 +27,9 @@ async def ready(dataplane: DataPlaneDep) -> Readiness:
     """Readiness: 200 only when every model is loaded and warmed up and the service not draining."""
     if dataplane.phase is Phase.DRAINING or dataplane.phase is Phase.STOPPED:
         raise ShuttingDown("the service is shutting down")
+    restarting = dataplane.unhealthy_models()
+    if restarting:
+        raise NotReady(f"restarting the batch scheduler of {', '.join(restarting)}")
     if not dataplane.ready:
         raise NotReady("models are not loaded yet")
     return Readiness(status="ready", models=sorted(dataplane.models))

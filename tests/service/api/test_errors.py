@@ -228,24 +228,25 @@ async def test_invalid_seeded_get_is_422(client: httpx.AsyncClient, path: str) -
     assert_error(await client.get(f"/v1/models/{GAN}{path}"), 422, "invalid_input")
 
 
-async def test_oversized_output_image_is_422(make_client: ClientFactory) -> None:
+async def test_oversized_output_image_is_422(
+    make_client: ClientFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async with make_client() as client:
         body = {"count": 64, "seed": 0, "scale": 16}
         response = await client.post(BATCH, json=body, headers={"Accept": "image/png"})
         assert response.status_code == 200  # 64 tiles of 128 px fit the pixel limit
-        from service.api.routes import images
+        from service import dataplane
 
-        original = images.MAX_OUTPUT_PIXELS
-        images.MAX_OUTPUT_PIXELS = 1000
-        try:
-            detail = assert_error(
-                await client.post(BATCH, json=body, headers={"Accept": "image/png"}),
-                422,
-                "invalid_input",
-            )
-        finally:
-            images.MAX_OUTPUT_PIXELS = original
+        monkeypatch.setattr(dataplane, "MAX_OUTPUT_PIXELS", 1000)
+        detail = assert_error(
+            await client.post(BATCH, json=body, headers={"Accept": "image/png"}),
+            422,
+            "invalid_input",
+        )
         assert "pixels" in detail["message"]
+        # The single-image routes (the fast path) apply the same guard.
+        single = await client.post(f"/v1/models/{GAN}/generate", json={"seed": 1, "scale": 16})
+        assert "pixels" in assert_error(single, 422, "invalid_input")["message"]
 
 
 # -- 503, 504 ----------------------------------------------------------------------------------

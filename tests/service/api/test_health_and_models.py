@@ -38,15 +38,43 @@ async def test_not_ready_before_start(client: httpx.AsyncClient) -> None:
     dataplane(client).phase = Phase.READY
 
 
-async def test_model_list_describes_every_model(client: httpx.AsyncClient) -> None:
+async def test_model_list_is_a_compact_summary_of_every_model(client: httpx.AsyncClient) -> None:
     response = await client.get("/v1/models")
     assert response.status_code == 200
     models = response.json()["models"]
     assert [model["name"] for model in models] == [GAN, VAE]
     gan = models[0]
-    assert gan["kind"] == "gan"
-    assert gan["version"] == "1.0.0"
-    assert gan["latent_dim"] == 16
+    assert gan == {
+        "name": GAN,
+        "kind": "gan",
+        "version": "1.0.0",
+        "description": gan["description"],
+        "latent_dim": 16,
+        "image": {"height": 8, "width": 8, "channels": 3},
+        "dataset": {"name": "none"},
+        "metrics": {},  # the tiny test cards have no quality report
+        "providers": ["CPUExecutionProvider"],
+        "ready": True,
+    }
+    assert isinstance(gan["description"], str)
+    assert (models[1]["kind"], models[1]["latent_dim"], models[1]["image"]["channels"]) == (
+        "vae",
+        4,
+        1,
+    )
+
+
+async def test_model_list_says_when_models_are_not_ready(client: httpx.AsyncClient) -> None:
+    dataplane(client).phase = Phase.DRAINING
+    try:
+        models = (await client.get("/v1/models")).json()["models"]
+    finally:
+        dataplane(client).phase = Phase.READY
+    assert [model["ready"] for model in models] == [False, False]
+
+
+async def test_one_model_has_the_whole_card(client: httpx.AsyncClient) -> None:
+    gan = (await client.get(f"/v1/models/{GAN}")).json()
     assert gan["image"] == {
         "height": 8,
         "width": 8,

@@ -311,3 +311,126 @@ def test_bad_configuration_fails_naming_the_value(option: str, value: float) -> 
             max_batch_delay_s=options["max_batch_delay_s"],
             max_queue_size=int(options["max_queue_size"]),
         )
+
+
+async def test_a_failed_scheduler_fails_its_waiters_at_once_and_is_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from service.batching import SchedulerFailed, SchedulerRestarting
+
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=2,  # [2, 3] fills a batch: the scheduler takes it as soon as it can
+        max_batch_delay_s=LONG_DELAY_S,
+        max_queue_size=16,
+        restart_delay_s=0.05,
+    )
+    gate = model.hold()
+    first = asyncio.create_task(batcher.submit([1]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)  # the runtime is busy with [1]
+    waiting = asyncio.create_task(batcher.submit([2, 3], timeout_s=LONG_DELAY_S))
+    await asyncio.sleep(0)
+
+    def broken_take(limit: int) -> list[object]:
+        raise RuntimeError("scheduler bug")
+
+    batcher._take = broken_take  # type: ignore[method-assign,assignment]
+    gate.set()  # the slot frees, the scheduler takes the next batch and fails
+    started = time.monotonic()
+    with pytest.raises(SchedulerFailed, match="scheduler bug"):
+        await asyncio.wait_for(waiting, PATIENCE_S)
+    assert time.monotonic() - started < PATIENCE_S  # at once, not at the request's deadline
+    assert await first == [10]  # the batch that was running finished normally
+    assert not batcher.healthy and batcher.scheduler_failures == 1
+    assert "the batch scheduler failed" in caplog.text
+    with pytest.raises(SchedulerRestarting):
+        await batcher.submit([4])
+    del batcher._take  # the bug is gone; the restarted scheduler serves again
+    for _ in range(int(PATIENCE_S / 0.01)):
+        if batcher.healthy:
+            break
+        await asyncio.sleep(0.01)
+    assert batcher.healthy
+    assert await asyncio.wait_for(batcher.submit([5, 6]), PATIENCE_S) == [50, 60]
+    await batcher.close(1.0)
+
+
+async def test_small_requests_go_ahead_of_queued_bulk_work() -> None:
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=8,
+        max_batch_delay_s=0.0,
+        max_queue_size=64,
+        priority_max_items=1,
+    )
+    gate = model.hold()
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)  # the runtime is busy
+    bulk = [
+        asyncio.create_task(batcher.submit(list(range(100 + 10 * i, 108 + 10 * i))))
+        for i in range(4)
+    ]
+    await asyncio.sleep(0)
+    single = asyncio.create_task(batcher.submit([7]))
+    await asyncio.sleep(0)
+    model.gate = None
+    gate.set()
+    assert await asyncio.wait_for(single, PATIENCE_S) == [70]
+    await asyncio.gather(first, *bulk)
+    # The batch after the busy one starts with the single image, ahead of 32 bulk images
+    # queued before it, and takes only a quarter of a batch (2) of bulk: it stays short.
+    second = model.batches[1]
+    assert second == [7, 100, 101]
+    assert all(len(batch) == 8 for batch in model.batches[2:-1])  # then full bulk batches
+    await batcher.close(1.0)
+
+
+async def test_bulk_keeps_a_quarter_of_each_batch_while_small_requests_flood() -> None:
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=8,
+        max_batch_delay_s=0.0,
+        max_queue_size=64,
+        priority_max_items=1,
+    )
+    gate = model.hold()
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    bulk = asyncio.create_task(batcher.submit(list(range(100, 108))))
+    singles = [asyncio.create_task(batcher.submit([s])) for s in range(1, 17)]
+    await asyncio.sleep(0)
+    model.gate = None
+    gate.set()
+    await asyncio.gather(first, bulk, *singles)
+    second = model.batches[1]
+    assert sorted(second) == [1, 2, 3, 4, 5, 6, 100, 101]  # 6 small, 2 (a quarter) bulk
+    await batcher.close(1.0)
+
+
+async def test_a_full_bulk_lane_refuses_bulk_but_not_small_requests() -> None:
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=4,
+        max_batch_delay_s=SHORT_DELAY_S,
+        max_queue_size=8,
+        priority_max_items=1,
+    )
+    gate = model.hold()
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    bulk = asyncio.create_task(batcher.submit(list(range(100, 108))))  # fills the bulk lane
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull, match="queue holds 8 of 8"):
+        await batcher.submit([200, 201])
+    small = asyncio.create_task(batcher.submit([5]))  # its own lane: accepted
+    await asyncio.sleep(0)
+    assert batcher.queued_items == 9
+    model.gate = None
+    gate.set()
+    assert await asyncio.wait_for(small, PATIENCE_S) == [50]
+    await asyncio.gather(first, bulk)
+    await batcher.close(1.0)

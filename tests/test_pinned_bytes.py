@@ -1,0 +1,171 @@
+"""What clients see, pinned as literals: the seed contract's latents and the exact bytes of the
+shipped models' PNGs, grids, GIFs and strips.
+
+Every other determinism test builds its expectations with the product's own `latent_for_seed`
+and encoders, so it cannot notice if those change. These literals can: a rewrite of the request
+path must leave every one of them as it is. A model's new version updates its literals in the
+same commit (regenerate them with `python -m tests.test_pinned_bytes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.runtime.card import ModelCard, latent_for_seed
+from service.settings import Settings
+from tests.service.conftest import serve_in_process
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+MAX_SEED = 2**63 - 1
+
+# numpy.random.default_rng(seed).standard_normal(d, dtype=float32)[:3], the documented contract.
+LATENT_PREFIXES = {
+    0: [1.1176220178604126, -1.3871248960494995, -0.4265716075897217],
+    1: [1.7291035652160645, -1.4284534454345703, 1.0277447700500488],
+    MAX_SEED: [-0.3000846207141876, -0.11347315460443497, -0.3361496031284332],
+}
+
+# sha256 of what each request below answers, per shipped model and version.
+PINNED = {
+    "fashion-gan": {
+        "seed 0": "19b056dcb2e19e58e042de6c2442295d894260ac9a5c2e2b0f45e24a7d5f7714",
+        "seed 1": "a57e2396f94511c2569c116b248a4aa0e8f5599a03ce789daf0ddea91e6713ff",
+        "seed 7": "da0f4113dc2c1dbeebfc73d220c870749bfc6de17dcd97a3b90f0ecb4cbdc35d",
+        "seed max": "a2fd1d9c711b40ce04f6447ed34169ee545a686aea778225dd5a27b6ce980c79",
+        "seed 7 x4 t0.5": "4fab838220bdb833780d2d59284ac763c6c751f9c9020ce2bb41f05568f9ef55",
+        "grid": "b5634d302981ce9793619b037c366ed61b86d2a8824f4798b8d5a886c17ae228",
+        "gif": "a5dc823598a513f93decb814bfe3cf7b6fce0b38ce2d909c75dc5e4f47044b5d",
+        "strip lerp": "dac9e22ec197141df474fcecaa82ecfd768585a3061c24809591327b8eb66504",
+    },
+    "fashion-vae": {
+        "seed 0": "0fe173eac585d5e70e2f1fd813ff9a68165a9c3559a8254f2f1b22bf59e64877",
+        "seed 1": "e62b9974bfd79545e228da5be58cb3461336f77a676fbf176000dfd06fdc496a",
+        "seed 7": "3639471736a6cc74fc50e36cd00066120e9f097804bdcb6274b63ca7ed538f4b",
+        "seed max": "21afb67d15d933d09a9a35276d7f3e6473925c6068c2f6d7b83b8302d672ae95",
+        "seed 7 x4 t0.5": "659f129555366c59a54463913371ec8c61fd3c3d49a67e826530d026b3a41567",
+        "grid": "f78956914731cbb6ff6435a5a66e057fc211396dcb388a3b34cc265ed2f100d8",
+        "gif": "54786ba05bf8cf82cc83e6f86e4e392812f3d65877457da227053a01dbbf7e1b",
+        "strip lerp": "034e24a5b883adb307e29d229cc6a02a12c6853773194ec8b90f1436733a7b0a",
+    },
+    "mnist-gan": {
+        "seed 0": "afc877c2346118d8080660a0c547125a4637558b3975b85cb267bd3c09725e79",
+        "seed 1": "10695c673a926f1e9302ba97ac0ad469edf8dbf3224c4e92f96fa03a3d66871a",
+        "seed 7": "52cfdaa65d8748e30f86cc0885d1025ed9a00355c0503b942afc5388a53e7f86",
+        "seed max": "a8ba0eada0f5346678a98cf305b527f93e195618fad4040078455a0c08f46bbb",
+        "seed 7 x4 t0.5": "309cf586e340157a4182c7488f82444843d31d2d1ba273145c4c08fbb51bffb5",
+        "grid": "223396d2bdc75fe2b839ff25fb65d7d2de4ff91ff20f6de07696a83b125990d6",
+        "gif": "22bcfa6eb36b16360bda2369bdfb9e0d8b6cdad7f871c399003f2735479b566f",
+        "strip lerp": "6f28dd4948fe0056b3ff7b005b71bb992baf9ff4c0891208a15d3637cafca3e4",
+    },
+    "mnist-vae": {
+        "seed 0": "c61d6fedff14c6c5309d5508fc413a6bf4c2e2e52b469b76ad89522555fe286d",
+        "seed 1": "d3e052ca4d8067aab14da88ca57da10d10d71f4a613fbe092379d08a6663f774",
+        "seed 7": "0cfee78627f9b637ab29b59d0eaf81b68b17a3d80bf6e22c4e9218b1e3e9d319",
+        "seed max": "4678a32ae56d9a6dfa96da1eaf50b671245e8982a2d0b988637018d751006495",
+        "seed 7 x4 t0.5": "e8602dbf9bc0daf728b75b5562557bcbbd8672206f26845253fb7503fe255a95",
+        "grid": "7b520efa95149b1d6653a07f2c85330c63f5951396744e0cb4de23dcba93fcbd",
+        "gif": "d2c3737684cf415ff720b54e8e2afb9521a5ba976d262d1e984db4b24e41f87f",
+        "strip lerp": "0f464ab0a1a0beda65d9e47568440300f34b45473af681d4d2fb621c6e82811c",
+    },
+}
+VERSIONS = {
+    "fashion-gan": "1.1.0",
+    "fashion-vae": "1.0.0",
+    "mnist-gan": "1.1.0",
+    "mnist-vae": "1.0.0",
+}
+
+SEEDS = {"0": 0, "1": 1, "7": 7, "max": MAX_SEED}
+# (label, method, path under /v1/models/{model}, JSON body or None, Accept or None)
+REQUESTS: list[tuple[str, str, str, dict[str, object] | None, str | None]] = [
+    *(
+        (f"seed {label}", "POST", "/generate", {"seed": seed}, None)
+        for label, seed in SEEDS.items()
+    ),
+    (
+        "seed 7 x4 t0.5",
+        "POST",
+        "/generate",
+        {"seed": 7, "scale": 4, "truncation": 0.5},
+        None,
+    ),
+    (
+        "seed 7 x4 t0.5",
+        "GET",
+        "/images/7.png?scale=4&truncation=0.5",
+        None,
+        None,
+    ),
+    (
+        "grid",
+        "POST",
+        "/generate/batch",
+        {"count": 16, "seed": 100, "columns": 4, "scale": 2},
+        "image/png",
+    ),
+    (
+        "gif",
+        "POST",
+        "/interpolate",
+        {"start": {"seed": 7}, "end": {"seed": 42}, "steps": 8},
+        "image/gif",
+    ),
+    (
+        "strip lerp",
+        "POST",
+        "/interpolate",
+        {"start": {"seed": 7}, "end": {"seed": 42}, "steps": 8, "method": "lerp"},
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("seed", sorted(LATENT_PREFIXES))
+@pytest.mark.parametrize("latent_dim", [4, 16, 64])
+def test_seed_latents_are_the_documented_ones(seed: int, latent_dim: int) -> None:
+    latent = latent_for_seed(seed, latent_dim)
+    assert latent.dtype == np.float32 and latent.shape == (latent_dim,)
+    expected = np.random.default_rng(seed).standard_normal(latent_dim, dtype=np.float32)
+    np.testing.assert_array_equal(latent, expected)
+    prefix = LATENT_PREFIXES[seed][: min(3, latent_dim)]
+    assert [float(x) for x in latent[: len(prefix)]] == prefix
+
+
+async def answers(name: str) -> dict[str, list[str]]:
+    """sha256 of each pinned request's body, by label (a label may be asked several ways)."""
+    digests: dict[str, list[str]] = {}
+    settings = Settings(models_dir=MODELS_DIR, max_batch_delay_ms=1)
+    async with serve_in_process(settings) as http:
+        for label, method, path, body, accept in REQUESTS:
+            headers = {"Accept": accept} if accept else {}
+            url = f"/v1/models/{name}{path}"
+            response = await http.request(method, url, json=body, headers=headers)
+            assert response.status_code == 200, (label, response.text)
+            digests.setdefault(label, []).append(hashlib.sha256(response.content).hexdigest())
+    return digests
+
+
+def test_every_shipped_model_is_pinned() -> None:
+    shipped = {p.parent.name: ModelCard.load(p).version for p in MODELS_DIR.glob("*/model.json")}
+    assert shipped == VERSIONS, "a model changed: regenerate its literals in the same commit"
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+async def test_served_bytes_are_the_pinned_ones(name: str) -> None:
+    digests = await answers(name)
+    for label, expected in PINNED[name].items():
+        assert digests[label] == [expected] * len(digests[label]), f"{name}: {label}"
+
+
+if __name__ == "__main__":  # print fresh literals for a model's new version
+    for model in sorted(p.parent.name for p in MODELS_DIR.glob("*/model.json")):
+        found = asyncio.run(answers(model))
+        json.dump({model: {k: v[0] for k, v in found.items()}}, sys.stdout, indent=4)
+        print()
