@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The imagegen serving image: the service on onnxruntime-gpu, with CUDA and cuDNN from NVIDIA's
 # pip wheels (the host needs only the driver and the NVIDIA Container Toolkit), or on plain
 # onnxruntime with --build-arg RUNTIME=cpu. No TensorFlow, no compiler, a non-root user.
@@ -15,13 +14,16 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 # gpu: onnxruntime-gpu[cuda,cudnn] (CUDA 12 and cuDNN 9 as pip wheels); cpu: onnxruntime.
 ARG RUNTIME=gpu
-# The last onnxruntime-gpu release on PyPI built for CUDA 12 (1.28 and later need CUDA 13,
+# The last onnxruntime-gpu release on PyPI built for CUDA 12 (1.27 and later need CUDA 13,
 # so driver 580 or newer): docs/deploy.md.
 ARG ONNXRUNTIME_GPU_VERSION=1.26.0
 # Opt-in TensorRT libraries (tensorrt-cu12-libs) for IMAGEGEN_PROVIDERS=tensorrt: the TensorRT
 # 10 release that the onnxruntime-gpu release names, e.g. "10.*". Empty (the default): none,
 # and an image about 2 GB smaller.
 ARG TENSORRT_VERSION=""
+# Pins for the NVIDIA wheels that onnxruntime-gpu[cuda,cudnn] pulls in, written from a resolved
+# build (docs/deploy.md: refreshing the GPU pins). /dev/null: resolve them afresh.
+ARG GPU_CONSTRAINTS=deploy/gpu-constraints.txt
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore \
@@ -30,6 +32,7 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 WORKDIR /src
 RUN python -m venv /opt/venv
 COPY pyproject.toml README.md requirements.lock ./
+COPY deploy/gpu-constraints.txt ./deploy/
 # Only the serving package: training/ never enters the build context (.dockerignore), so
 # TensorFlow cannot come in even by accident.
 COPY service ./service
@@ -39,7 +42,8 @@ COPY service ./service
 RUN pip install --no-cache-dir -c requirements.lock . \
     && if [ "$RUNTIME" = gpu ]; then \
          pip uninstall --yes onnxruntime \
-         && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" \
+         && pip install --no-cache-dir -c "$GPU_CONSTRAINTS" \
+              "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" \
          && if [ -n "$TENSORRT_VERSION" ]; then \
               pip install --no-cache-dir "tensorrt-cu12-libs==${TENSORRT_VERSION}"; \
             fi; \
@@ -49,7 +53,9 @@ RUN pip install --no-cache-dir -c requirements.lock . \
     && python -c "import importlib.util as u, onnxruntime as o, sys; \
 p = o.get_available_providers(); print('onnxruntime', o.__version__, p); \
 sys.exit(u.find_spec('tensorflow') is not None \
-or ('$RUNTIME' == 'gpu') != ('CUDAExecutionProvider' in p))"
+or ('$RUNTIME' == 'gpu') != ('CUDAExecutionProvider' in p))" \
+    && ln -s "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/tensorrt_libs" \
+       /opt/venv/tensorrt_libs
 
 # -- models: the shipped models, plus their fp16 variants when asked for ----------------------
 FROM build AS models
@@ -75,9 +81,14 @@ ENV PATH=/opt/venv/bin:$PATH \
     IMAGEGEN_PORT=8000 \
     IMAGEGEN_MODELS_DIR=/app/models \
     IMAGEGEN_TENSORRT_CACHE_DIR=/var/cache/imagegen/tensorrt \
-    LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/tensorrt_libs
-RUN groupadd --system --gid 10001 imagegen \
-    && useradd --system --uid 10001 --gid imagegen --home-dir /app --no-create-home \
+    HOME=/home/imagegen \
+    LD_LIBRARY_PATH=/opt/venv/tensorrt_libs
+# A system user (uid and gid in useradd --system's range) with a home of its own, where
+# onnxruntime keeps its state. /opt/venv/tensorrt_libs links to the TensorRT wheel's
+# libraries in the venv's site-packages, whatever the base image's Python version (the link
+# dangles, harmlessly, in an image without TensorRT).
+RUN groupadd --system --gid 900 imagegen \
+    && useradd --system --uid 900 --gid imagegen --home-dir /home/imagegen --create-home \
        --shell /usr/sbin/nologin imagegen \
     && mkdir -p /app /var/cache/imagegen/tensorrt \
     && chown imagegen:imagegen /var/cache/imagegen/tensorrt
@@ -85,7 +96,7 @@ COPY --from=build /opt/venv /opt/venv
 # Owned by root and read-only to the service; mount another folder here to serve other models.
 COPY --from=models /models /app/models
 WORKDIR /app
-USER 10001:10001
+USER 900:900
 EXPOSE 8000
 # Ready means every model loaded and warmed up; start-up may build TensorRT engines first.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \

@@ -5,8 +5,10 @@ BIN := $(VENV)/bin
 LOCK := requirements.lock
 # Debian packages the test suite needs (Fashion-MNIST IDX files for the training tests,
 # chromium for the playground's browser tests, nginx and the docker-compose parser for the
-# deployment tests, curl to run the README's examples).
-SYSTEM_PACKAGES := dataset-fashion-mnist chromium nginx-light docker-compose curl
+# deployment tests, curl to run the README's examples; the Docker engine, docker-compose and
+# mmdebstrap for the container tier, which builds the image and runs compose in a private
+# dockerd: docs/deploy.md).
+SYSTEM_PACKAGES := dataset-fashion-mnist chromium nginx-light docker-compose curl docker.io mmdebstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: serve install install-dev system-deps test lint pytest format train-all clean docs-assets

@@ -129,6 +129,24 @@ def test_one_onnxruntime_gpu_by_default_cpu_by_argument(stages: dict[str, Stage]
     assert "'CUDAExecutionProvider' in p" in install
     version = next(a for a in build.all("ARG") if a.startswith("ONNXRUNTIME_GPU_VERSION="))
     assert re.fullmatch(r"ONNXRUNTIME_GPU_VERSION=1\.\d+\.\d+", version)
+    # The NVIDIA wheels under it are pinned by the constraints file.
+    assert "GPU_CONSTRAINTS=deploy/gpu-constraints.txt" in build.all("ARG")
+    assert '-c "$GPU_CONSTRAINTS"' in install[uninstall:gpu_install]
+
+
+def test_gpu_constraints_pin_nvidia_wheels_only() -> None:
+    lines = (ROOT / "deploy" / "gpu-constraints.txt").read_text(encoding="utf-8").splitlines()
+    pins = [line for line in lines if line and not line.startswith("#")]
+    assert pins, "deploy/gpu-constraints.txt pins nothing"
+    for pin in pins:
+        assert re.fullmatch(r"nvidia-[a-z0-9-]+==[\w.]+", pin), pin
+    assert any(pin.startswith(("nvidia-cudnn-", "nvidia-cuda-runtime")) for pin in pins)
+
+
+def test_builds_offline_without_a_frontend_image() -> None:
+    """No `# syntax=` line: BuildKit would fetch that frontend image from a registry."""
+    first = DOCKERFILE.read_text(encoding="utf-8").lstrip().splitlines()[0]
+    assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE)
 
 
 def test_no_tensorflow_and_no_training_code(stages: dict[str, Stage]) -> None:
@@ -139,6 +157,7 @@ def test_no_tensorflow_and_no_training_code(stages: dict[str, Stage]) -> None:
     copied = [c for stage in stages.values() for c in stage.all("COPY") if "--from" not in c]
     assert copied == [
         "pyproject.toml README.md requirements.lock ./",
+        "deploy/gpu-constraints.txt ./deploy/",
         "service ./service",
         "models/ /models/",
     ]
@@ -157,7 +176,18 @@ def test_runtime_is_non_root_healthy_and_unbuffered(stages: dict[str, Stage]) ->
     assert runtime.all("EXPOSE") == ["8000"]
     (user,) = runtime.all("USER")
     assert re.fullmatch(r"[1-9]\d+:[1-9]\d+", user), "a numeric non-root user (Kubernetes checks)"
-    assert any(f"--uid {user.split(':')[0]}" in run for run in runtime.all("RUN"))
+    uid, gid = (int(part) for part in user.split(":"))
+    # useradd --system's range on Debian (SYS_UID_MIN..SYS_UID_MAX), so it warns about nothing.
+    assert 100 <= uid <= 999 and 100 <= gid <= 999
+    (create,) = [run for run in runtime.all("RUN") if "useradd" in run]
+    assert f"--uid {uid}" in create and f"--gid {gid}" in create and "--system" in create
+    # A home of its own (onnxruntime keeps state there), not root's /app.
+    home = re.search(r"\bHOME=(\S+)", env)
+    assert home is not None and home[1] != "/app" and f"--home-dir {home[1]}" in create
+    assert "--create-home" in create
+    # The TensorRT libraries' path does not name a Python version (the base is an argument).
+    library_path = re.search(r"\bLD_LIBRARY_PATH=(\S+)", env)
+    assert library_path is not None and "python3" not in library_path[1]
     (healthcheck,) = runtime.all("HEALTHCHECK")
     assert "/readyz" in healthcheck and "curl" not in healthcheck and "wget" not in healthcheck
     assert runtime.all("ENTRYPOINT") == ['["imagegen"]']
@@ -230,7 +260,8 @@ def test_build_context_holds_the_service_and_models_only() -> None:
     assert set(tracked) <= context, sorted(set(tracked) - context)
     top_level = {path.split("/")[0] for path in context}
     # docker always sends the Dockerfile and .dockerignore themselves.
-    allowed = {"pyproject.toml", "README.md", "requirements.lock", "service", "models"}
+    allowed = {"pyproject.toml", "README.md", "requirements.lock", "service", "models", "deploy"}
     assert top_level <= allowed | {"Dockerfile", ".dockerignore"}
-    assert not top_level & {"training", "tests", ".venv", "runs", ".git", "docs", "deploy"}
+    assert not top_level & {"training", "tests", ".venv", "runs", ".git", "docs"}
+    assert {path for path in context if path.startswith("deploy")} == {"deploy/gpu-constraints.txt"}
     assert not any("__pycache__" in path or path.endswith(".pyc") for path in context)
