@@ -141,26 +141,41 @@ def check_models_dir(settings: Settings) -> None:
         raise fail(f"no models in {settings.models_dir} (expected <name>/{CARD_FILENAME}; {where})")
 
 
-def check_port_free(settings: Settings) -> None:
-    """Bind and release the address the server will use, before any model is warmed up.
+def check_port_free(settings: Settings, field: str = "port") -> None:
+    """Bind and release the address the server will use (`field`: the HTTP or the gRPC port),
+    before any model is warmed up.
 
     The same socket options as uvicorn's bind, so a port left in TIME_WAIT is not refused.
     """
+    port = getattr(settings, field)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((settings.host, settings.port))
+            probe.bind((settings.host, port))
         except (OSError, OverflowError) as error:
             reason = getattr(error, "strerror", None) or str(error)
+            option = _option_name(field)
             hint = (
-                f"another process holds it; choose another with --port or {env_name('port')}"
+                f"another process holds it; choose another with {option} or {env_name(field)}"
                 if getattr(error, "errno", None) == errno.EADDRINUSE
-                else f"check --host/--port or {env_name('host')}/{env_name('port')}"
+                else f"check --host/{option} or {env_name('host')}/{env_name(field)}"
             )
-            raise fail(
-                f"cannot listen on {settings.host}:{settings.port}: {reason} ({hint})"
-            ) from None
+            what = "gRPC " if field == "grpc_port" else ""
+            where = f"{settings.host}:{port}"
+            raise fail(f"cannot listen {what}on {where}: {reason} ({hint})") from None
+
+
+def check_grpc(settings: Settings) -> None:
+    """gRPC is off, or grpcio is there and its port free (0 = off)."""
+    from service.v2 import GrpcUnavailable, grpc_port_to_serve
+
+    try:
+        port = grpc_port_to_serve(settings)
+    except GrpcUnavailable as error:
+        raise fail(f"{error} ({_option_name('grpc_port')} or {env_name('grpc_port')})") from None
+    if port is not None:
+        check_port_free(settings, "grpc_port")
 
 
 def run_server(settings: Settings) -> int:
@@ -222,6 +237,7 @@ def serve(**given: Any) -> None:
         raise typer.Exit(USAGE_EXIT_CODE) from None
     check_models_dir(settings)
     check_port_free(settings)
+    check_grpc(settings)
     configure_logging(settings.log_level)
     raise typer.Exit(run_server(settings))
 
