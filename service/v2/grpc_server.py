@@ -23,6 +23,7 @@ from service.dataplane import DataPlane
 from service.errors import (
     RETRY_AFTER_S,
     InvalidInput,
+    ModelNotFound,
     ServiceError,
     Unauthorized,
     is_rejection,
@@ -167,8 +168,13 @@ class InferenceService:
         return pb.ServerReadyResponse(ready=self.dataplane.ready)
 
     async def model_ready(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        """ready=false for an unknown model or version too: the answer is the boolean (REST
+        says 404, which its clients read as false as well)."""
         request = self._parse(pb.ModelReadyRequest, raw)
-        served = find_model(self.dataplane, request.name, request.version or None)
+        try:
+            served = find_model(self.dataplane, request.name, request.version or None)
+        except ModelNotFound:
+            return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=model_ready(self.dataplane, served))
 
     async def server_metadata(self, raw: bytes, context: grpc.aio.ServicerContext) -> Any:
