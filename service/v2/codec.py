@@ -191,6 +191,8 @@ def flatten(values: Any, name: str) -> list[Any]:
     """JSON `data`, flat or nested row-major, as one flat list."""
     if isinstance(values, (list, tuple)) and not any(isinstance(v, list) for v in values):
         return list(values)
+    if values is None:
+        raise TensorError(f"input {name!r} has neither 'data' nor binary_data_size")
     if not isinstance(values, (list, tuple)):
         raise TensorError(f"input {name!r}: 'data' must be a list of values")
     flat: list[Any] = []
@@ -307,10 +309,8 @@ def parse_rest_infer(raw: bytes, header_length: bytes | None) -> RestInferReques
             raise TensorError(f"{where} needs a 'name' and a 'datatype' (strings)")
         shape = check_shape(item.get("shape"), f"input {name!r}")
         size = _object(item.get("parameters"), f"input {name!r} parameters").get("binary_data_size")
-        if size is None:
-            if "data" not in item:
-                raise TensorError(f"input {name!r} has neither 'data' nor binary_data_size")
-            inputs.append(RawInput(name, datatype, shape, values=item["data"]))
+        if size is None:  # no data at all is refused after the names are checked
+            inputs.append(RawInput(name, datatype, shape, values=item.get("data")))
             continue
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             raise TensorError(f"input {name!r}: binary_data_size must be a non-negative integer")
