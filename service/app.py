@@ -88,6 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         key = settings.api_key.get_secret_value() if settings.api_key is not None else None
         with secret_redacted_in_logs(key):
             grpc_server = await start_grpc(settings, dataplane, metrics)
+            if grpc_server is not None:
+                app.state.on_exit_signal = lambda: grpc_server.stop_soon(settings.shutdown_grace_s)
             try:
                 await dataplane.start()
                 yield

@@ -188,6 +188,18 @@ def run_server(settings: Settings) -> int:
     return serve_on_socket(settings, None)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when a stop signal arrives (so the gRPC server stops
+    taking calls at the same moment as HTTP stops taking connections)."""
+
+    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        state = getattr(self.config.app, "state", None)
+        on_exit_signal = getattr(state, "on_exit_signal", None)
+        if on_exit_signal is not None:
+            on_exit_signal()
+
+
 def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
     """One server process: on `sock` (a supervisor's worker) or on host:port of its own."""
     from service.app import create_app
@@ -205,7 +217,7 @@ def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
         # for access lines when they are shown (a few per cent of the event loop's time).
         access_log=settings.log_level in ("debug", "info"),
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     # The imported libraries and the app are here for good: take them out of the collector's
     # sight, so a full collection under load scans only what requests made (over the ~70k
     # objects of a loaded server it stalled the event loop for tens of milliseconds).

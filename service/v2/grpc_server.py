@@ -10,6 +10,7 @@ do: one process cannot import both (tests run the server in a process of its own
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
@@ -242,6 +243,8 @@ class GrpcServer:
         self.server = grpc.aio.server(options=options)
         self.server.add_generic_rpc_handlers((InferenceService(dataplane, metrics).handler(),))
         self.port = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_task: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Bind and start; the bound port (GrpcBindError when it cannot be bound)."""
@@ -258,9 +261,21 @@ class GrpcServer:
         if self.port == 0:
             raise GrpcBindError(f"cannot listen for gRPC on {address}")
         await self.server.start()
+        self._loop = asyncio.get_running_loop()
         logger.info("gRPC (Open Inference Protocol) on %s", address)
         return self.port
 
+    def stop_soon(self, grace_s: float) -> None:
+        """From a signal handler: start stopping on the server's loop (SIGTERM stops gRPC
+        taking calls at once, as uvicorn stops taking connections, not after HTTP drained)."""
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._stopping, grace_s)
+
+    def _stopping(self, grace_s: float) -> asyncio.Task[None]:
+        if self._stop_task is None:
+            self._stop_task = asyncio.get_running_loop().create_task(self.server.stop(grace_s))
+        return self._stop_task
+
     async def stop(self, grace_s: float) -> None:
-        """Refuse new calls; calls in flight get `grace_s` to finish."""
-        await self.server.stop(grace_s)
+        """Refuse new calls (UNAVAILABLE); calls in flight get `grace_s` to finish."""
+        await self._stopping(grace_s)
