@@ -322,3 +322,28 @@ def test_workers_share_the_grpc_port(tmp_path: Path) -> None:
             client.close()
     finally:
         server.stop()
+
+
+def test_the_readme_tritonclient_example_runs(tmp_path: Path) -> None:
+    """The README's five-line example, as written, against the shipped models."""
+    import re
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Open Inference Protocol", 1)[1]
+    (example,) = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.DOTALL)
+    assert len(example.strip().splitlines()) == 5
+    grpc_port = free_port()
+    server = launch(root / "models", tmp_path / "server.log", grpc_port=grpc_port)
+    try:
+        server.wait_ready()
+        script = example.replace("127.0.0.1:8001", f"{HOST}:{grpc_port}")
+        script += "\nassert images.shape == (4, 28, 28, 1) and pngs[0].startswith(b'\\x89PNG')\n"
+        result = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+    finally:
+        server.stop()
