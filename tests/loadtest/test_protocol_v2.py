@@ -18,7 +18,7 @@ from tests.reliability.models import write_tiny
 pytestmark = pytest.mark.server
 
 MODEL = "tiny-gan"
-QUICK = ["--duration", "0.5", "--warmup", "0.1", "--no-progress", "--concurrency", "2"]
+QUICK = ["--duration", "1.5", "--warmup", "0.3", "--no-progress", "--concurrency", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,8 @@ def test_v1_and_v2_load_the_same_model_without_errors(
     for protocol, report in reports.items():
         assert report["target"]["protocol"] == protocol
         (step,) = report["steps"]
-        assert step["successes"] > 0 and step["errors"] == {}, (protocol, step)
+        summary = (protocol, step["requests"], step["successes"], step["errors"])
+        assert step["successes"] > 0 and step["errors"] == {}, summary
     samples = server.metrics()
     v2_answers = sum(
         value
