@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import socket
 import statistics
 import subprocess
@@ -335,21 +336,33 @@ def running_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
     log_path = log_dir / f"server-{name}.log"
     with log_path.open("wb") as log_file:
+        # A session of its own, so the whole process group (LitServe's and the supervisor's
+        # children too) is stopped at the end, not just the process we started.
         process = subprocess.Popen(
-            command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(process, url, log_path, poll_s)
             yield Server(process, url, command, log_path)
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout=10)
+            stop_group(process)
+
+
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process's group, SIGKILL to what is left after 30 s."""
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=30)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # leftovers of the group, if any
+    process.wait(timeout=10)
 
 
 def wait_ready(

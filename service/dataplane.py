@@ -130,6 +130,7 @@ class ServedModel:
                 max_queue_size=settings.max_queue_size,
                 observer=metrics.batch_observer(self.name),
                 name=f"model {self.name}",
+                priority_max_items=settings.priority_max_items,
             )
         )
 

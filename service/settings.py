@@ -83,6 +83,14 @@ class Settings(BaseSettings):
         ge=1,
         description="Images that may wait per model (images); beyond it requests get 503.",
     )
+    priority_max_items: int = Field(
+        default=1,
+        ge=0,
+        description="Requests of at most this many images (images) wait in a lane of their own "
+        "that each model's batches serve first, so a one-image request never queues behind "
+        "another client's bulk work; each lane holds up to max_queue_size images. 0 = one "
+        "queue for all.",
+    )
     request_timeout_ms: float = Field(
         default=30_000,
         gt=0,

@@ -67,3 +67,13 @@ async def test_the_service_serves_it_and_returns_the_seed_contract_image(name: s
     assert pixels.shape == (card.image.height, card.image.width)
     np.testing.assert_array_equal(pixels, expected)
     assert 10 < float(pixels.mean()) < 245, "a trained generator draws something, not a blank"
+
+
+async def test_the_model_list_shows_each_models_headline_quality() -> None:
+    async with serve_in_process(Settings(models_dir=MODELS_DIR)) as http:
+        listed = {m["name"]: m for m in (await http.get("/v1/models")).json()["models"]}
+    for name in SHIPPED:
+        quality = ModelCard.load(MODELS_DIR / name / "model.json").metrics["quality"]["generated"]
+        assert listed[name]["metrics"] == {
+            key: quality[key] for key in ("frechet_distance", "precision", "recall")
+        }

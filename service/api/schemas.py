@@ -170,6 +170,10 @@ class ModelSummary(BaseModel):
     latent_dim: int = Field(description="Length of a latent vector (float32 values).")
     image: ImageShape
     dataset: DatasetName
+    metrics: dict[str, float] = Field(
+        description="Headline quality of the served file (frechet_distance, precision, recall, "
+        "where the card has them); the whole report is at /v1/models/{model}."
+    )
     providers: list[str] = Field(description="onnxruntime execution providers in use.")
     ready: bool = Field(description="Whether the model takes requests now.")
 

@@ -61,6 +61,7 @@ class _Request(Generic[InT, OutT]):
     next_index: int = 0  # first item not yet taken into a batch
     unanswered: int = field(init=False)
     timer: asyncio.TimerHandle | None = None
+    lane: _Lane[InT, OutT] | None = None
 
     def __post_init__(self) -> None:
         self.results = [None] * len(self.items)
@@ -74,12 +75,34 @@ class _Request(Generic[InT, OutT]):
 _Slot = tuple[_Request[InT, OutT], int]
 
 
+class _Lane(Generic[InT, OutT]):
+    """One FIFO of requests and the number of their items not yet taken into a batch."""
+
+    __slots__ = ("items", "requests")
+
+    def __init__(self) -> None:
+        self.requests: deque[_Request[InT, OutT]] = deque()
+        self.items = 0
+
+    def drop_dead_head(self) -> None:
+        requests = self.requests
+        while requests and (requests[0].future.done() or not requests[0].queued):
+            requests.popleft()
+
+
 class DynamicBatcher(Generic[InT, OutT]):
     """Groups items from concurrent callers into batches for `batch_fn`.
 
     A batch runs when `max_batch_size` items wait, when the oldest has waited
     `max_batch_delay_s`, or at once when an item arrives to an empty queue and an idle runtime.
     At most `max_concurrent_batches` batches run at a time.
+
+    Requests of at most `priority_max_items` items wait in a lane of their own that batches
+    take from first; a batch that carries them takes only a quarter of its size from bulk
+    requests (so it is short), and bulk requests never starve. A one-image request is then
+    not stuck behind another client's hundreds of queued images. Each lane holds at most
+    `max_queue_size` items, so a bulk flood is refused before any small request is.
+    `priority_max_items=0` keeps one lane for all.
 
     If the scheduling task itself ever fails (a bug, not a failed batch), every waiting caller
     gets SchedulerFailed at once, the batcher reports itself unhealthy, refuses new work with
@@ -97,6 +120,7 @@ class DynamicBatcher(Generic[InT, OutT]):
         observer: BatchObserver | None = None,
         name: str = "batcher",
         restart_delay_s: float = 1.0,
+        priority_max_items: int = 0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -113,7 +137,10 @@ class DynamicBatcher(Generic[InT, OutT]):
         self.max_concurrent_batches = max_concurrent_batches
         self.name = name
         self._observer: BatchObserver = observer if observer is not None else _NullObserver()
-        self._queue: deque[_Request[InT, OutT]] = deque()
+        self.priority_max_items = priority_max_items
+        self._priority: _Lane[InT, OutT] = _Lane()
+        self._bulk: _Lane[InT, OutT] = _Lane()
+        self._lanes = (self._priority, self._bulk)
         self._queued_items = 0
         self._running_batches = 0
         self._wakeup = asyncio.Event()
@@ -158,7 +185,7 @@ class DynamicBatcher(Generic[InT, OutT]):
         error = task.exception()
         self.scheduler_failures += 1
         self.last_scheduler_error = repr(error)
-        waiting = [request for request in self._queue if not request.future.done()]
+        waiting = [r for lane in self._lanes for r in lane.requests if not r.future.done()]
         logger.error(
             "%s: the batch scheduler failed; failing %d waiting request(s), restarting in %g s",
             self.name,
@@ -167,9 +194,7 @@ class DynamicBatcher(Generic[InT, OutT]):
             exc_info=error,
         )
         failure = SchedulerFailed(f"{self.name}: the batch scheduler failed: {error!r}")
-        for request in self._queue:
-            self._fail(request, failure)
-        self._queue.clear()
+        self._fail_all_queued(failure)
         self._queued_items = 0
         self._observer.queue_depth(0)
         self._scheduler = None
@@ -199,9 +224,11 @@ class DynamicBatcher(Generic[InT, OutT]):
             )
         if not items:
             return []
-        if self._queued_items + len(items) > self.max_queue_size:
+        lane = self._priority if len(items) <= self.priority_max_items else self._bulk
+        if lane.items + len(items) > self.max_queue_size:
+            which = "queue" if lane is self._bulk or not self.priority_max_items else "small lane"
             raise QueueFull(
-                f"{self.name}: queue holds {self._queued_items} of {self.max_queue_size} images; "
+                f"{self.name}: {which} holds {lane.items} of {self.max_queue_size} images; "
                 f"no room for {len(items)} more"
             )
         self.start()
@@ -216,7 +243,9 @@ class DynamicBatcher(Generic[InT, OutT]):
         )
         if timeout_s is not None:
             request.timer = loop.call_later(max(timeout_s, 0.0), self._expire, request, timeout_s)
-        self._queue.append(request)
+        request.lane = lane
+        lane.requests.append(request)
+        lane.items += len(items)
         self._queued_items += len(items)
         self._observer.queue_depth(self._queued_items)
         self._wakeup.set()
@@ -250,16 +279,23 @@ class DynamicBatcher(Generic[InT, OutT]):
         for task in leftovers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for request in self._queue:
-            self._fail(request, BatcherClosed(f"{self.name} closed before this request ran"))
-        self._queue.clear()
+        self._fail_all_queued(BatcherClosed(f"{self.name} closed before this request ran"))
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _fail_all_queued(self, error: BaseException) -> None:
+        for lane in self._lanes:
+            for request in lane.requests:
+                self._fail(request, error)
+            lane.requests.clear()
+            lane.items = 0
 
     def _abandon(self, request: _Request[InT, OutT]) -> None:
         """Take a request's untaken items out of the count; the scheduler skips them later."""
         if request.queued:
             self._queued_items -= request.queued
+            if request.lane is not None:
+                request.lane.items -= request.queued
             request.next_index = len(request.items)
             self._observer.queue_depth(self._queued_items)
 
@@ -290,21 +326,27 @@ class DynamicBatcher(Generic[InT, OutT]):
             self._batch_tasks.add(task)
             task.add_done_callback(self._batch_tasks.discard)
 
-    def _drop_dead_head(self) -> None:
-        while self._queue and (self._queue[0].future.done() or not self._queue[0].queued):
-            self._queue.popleft()
+    def _oldest(self) -> _Request[InT, OutT] | None:
+        """The live request that has waited longest, across the lanes."""
+        oldest = None
+        for lane in self._lanes:
+            lane.drop_dead_head()
+            if lane.requests and (
+                oldest is None or lane.requests[0].enqueued_at < oldest.enqueued_at
+            ):
+                oldest = lane.requests[0]
+        return oldest
 
     async def _next_batch(self) -> list[_Slot[InT, OutT]] | None:
         """Wait for work and for the batch to fill or age; None once closing and empty."""
         while True:
-            self._drop_dead_head()
-            if not self._queue:
+            oldest = self._oldest()
+            if oldest is None:
                 if self._closing:
                     return None
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            oldest = self._queue[0]
             if not oldest.start_now:
                 flush_at = oldest.enqueued_at + self.max_batch_delay_s
                 while self._queued_items < self.max_batch_size and not self._closing:
@@ -322,19 +364,31 @@ class DynamicBatcher(Generic[InT, OutT]):
 
     def _take(self, limit: int) -> list[_Slot[InT, OutT]]:
         batch: list[_Slot[InT, OutT]] = []
-        while self._queue and len(batch) < limit:
-            request = self._queue[0]
+        if self._priority.items:
+            # Small requests first, and bulk ones only their quarter: a batch that carries
+            # small requests stays short, so they are answered after one short run.
+            bulk_share = min(self._bulk.items, max(1, limit // 4))
+            self._take_from(self._priority, limit - bulk_share, batch)
+            self._take_from(self._bulk, len(batch) + bulk_share, batch)
+        else:
+            self._take_from(self._bulk, limit, batch)
+        self._observer.queue_depth(self._queued_items)
+        return batch
+
+    def _take_from(self, lane: _Lane[InT, OutT], limit: int, batch: list[_Slot[InT, OutT]]) -> None:
+        requests = lane.requests
+        while requests and len(batch) < limit:
+            request = requests[0]
             if request.future.done() or not request.queued:
-                self._queue.popleft()
+                requests.popleft()
                 continue
             count = min(request.queued, limit - len(batch))
             batch.extend((request, request.next_index + k) for k in range(count))
             request.next_index += count
+            lane.items -= count
             self._queued_items -= count
             if not request.queued:
-                self._queue.popleft()
-        self._observer.queue_depth(self._queued_items)
-        return batch
+                requests.popleft()
 
     async def _run_batch(self, batch: list[_Slot[InT, OutT]]) -> None:
         try:

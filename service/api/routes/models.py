@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
 
 from service.api.deps import DataPlaneDep, KnownModelDep
@@ -18,6 +20,21 @@ from service.dataplane import DataPlane, ServedModel
 router = APIRouter(prefix="/v1/models", tags=["models"])
 
 
+HEADLINE_METRICS = ("frechet_distance", "precision", "recall")
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """FD, precision and recall from a card's quality report, where it has them."""
+    generated = metrics.get("quality", {}).get("generated", {})
+    if not isinstance(generated, dict):
+        return {}
+    return {
+        key: float(generated[key])
+        for key in HEADLINE_METRICS
+        if isinstance(generated.get(key), int | float)
+    }
+
+
 def summary(served: ServedModel, dataplane: DataPlane) -> ModelSummary:
     card = served.card
     return ModelSummary(
@@ -30,6 +47,7 @@ def summary(served: ServedModel, dataplane: DataPlane) -> ModelSummary:
             height=card.image.height, width=card.image.width, channels=card.image.channels
         ),
         dataset=DatasetName(name=card.dataset.get("name")),
+        metrics=headline_metrics(card.metrics),
         providers=served.providers,
         ready=dataplane.ready,
     )
@@ -38,7 +56,8 @@ def summary(served: ServedModel, dataplane: DataPlane) -> ModelSummary:
 @router.get("", response_model=ModelList)
 async def list_models(dataplane: DataPlaneDep) -> ModelList:
     """Every served model in a few lines: kind, version, latent size, image shape, data set name,
-    providers, readiness. Training, quality metrics and ONNX details: `/v1/models/{model}`."""
+    headline quality, providers, readiness. Training, the whole quality report and ONNX details:
+    `/v1/models/{model}`."""
     return ModelList(
         models=[summary(dataplane.models[name], dataplane) for name in sorted(dataplane.models)]
     )

@@ -52,6 +52,7 @@ async def test_model_list_is_a_compact_summary_of_every_model(client: httpx.Asyn
         "latent_dim": 16,
         "image": {"height": 8, "width": 8, "channels": 3},
         "dataset": {"name": "none"},
+        "metrics": {},  # the tiny test cards have no quality report
         "providers": ["CPUExecutionProvider"],
         "ready": True,
     }

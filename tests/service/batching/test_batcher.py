@@ -354,3 +354,83 @@ async def test_a_failed_scheduler_fails_its_waiters_at_once_and_is_restarted(
     assert batcher.healthy
     assert await asyncio.wait_for(batcher.submit([5, 6]), PATIENCE_S) == [50, 60]
     await batcher.close(1.0)
+
+
+async def test_small_requests_go_ahead_of_queued_bulk_work() -> None:
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=8,
+        max_batch_delay_s=0.0,
+        max_queue_size=64,
+        priority_max_items=1,
+    )
+    gate = model.hold()
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)  # the runtime is busy
+    bulk = [
+        asyncio.create_task(batcher.submit(list(range(100 + 10 * i, 108 + 10 * i))))
+        for i in range(4)
+    ]
+    await asyncio.sleep(0)
+    single = asyncio.create_task(batcher.submit([7]))
+    await asyncio.sleep(0)
+    model.gate = None
+    gate.set()
+    assert await asyncio.wait_for(single, PATIENCE_S) == [70]
+    await asyncio.gather(first, *bulk)
+    # The batch after the busy one starts with the single image, ahead of 32 bulk images
+    # queued before it, and takes only a quarter of a batch (2) of bulk: it stays short.
+    second = model.batches[1]
+    assert second == [7, 100, 101]
+    assert all(len(batch) == 8 for batch in model.batches[2:-1])  # then full bulk batches
+    await batcher.close(1.0)
+
+
+async def test_bulk_keeps_a_quarter_of_each_batch_while_small_requests_flood() -> None:
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=8,
+        max_batch_delay_s=0.0,
+        max_queue_size=64,
+        priority_max_items=1,
+    )
+    gate = model.hold()
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    bulk = asyncio.create_task(batcher.submit(list(range(100, 108))))
+    singles = [asyncio.create_task(batcher.submit([s])) for s in range(1, 17)]
+    await asyncio.sleep(0)
+    model.gate = None
+    gate.set()
+    await asyncio.gather(first, bulk, *singles)
+    second = model.batches[1]
+    assert sorted(second) == [1, 2, 3, 4, 5, 6, 100, 101]  # 6 small, 2 (a quarter) bulk
+    await batcher.close(1.0)
+
+
+async def test_a_full_bulk_lane_refuses_bulk_but_not_small_requests() -> None:
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=4,
+        max_batch_delay_s=SHORT_DELAY_S,
+        max_queue_size=8,
+        priority_max_items=1,
+    )
+    gate = model.hold()
+    first = asyncio.create_task(batcher.submit([0]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    bulk = asyncio.create_task(batcher.submit(list(range(100, 108))))  # fills the bulk lane
+    await asyncio.sleep(0)
+    with pytest.raises(QueueFull, match="queue holds 8 of 8"):
+        await batcher.submit([200, 201])
+    small = asyncio.create_task(batcher.submit([5]))  # its own lane: accepted
+    await asyncio.sleep(0)
+    assert batcher.queued_items == 9
+    model.gate = None
+    gate.set()
+    assert await asyncio.wait_for(small, PATIENCE_S) == [50]
+    await asyncio.gather(first, bulk)
+    await batcher.close(1.0)
