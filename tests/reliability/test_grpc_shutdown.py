@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from tests.reliability.conftest import SLOW, Launcher
-from tests.reliability.harness import HOST, free_port, warnings_in
+from tests.reliability.harness import HOST, free_port, metric_sum, warnings_in
 
 grpc = pytest.importorskip("grpc")
 service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
@@ -68,10 +68,16 @@ def test_sigterm_answers_grpc_calls_in_flight_and_refuses_new_ones(serve: Launch
         )
         http_answer.append(response.status_code)
 
+    http_caller = threading.Thread(target=http_call)
+    http_caller.start()
+    deadline = time.monotonic() + 30
+    while metric_sum(server.metrics(), "imagegen_queue_depth_images", model=SLOW) == 0:
+        assert time.monotonic() < deadline, "the HTTP request never reached the queue"
+        time.sleep(0.01)
     callers = [threading.Thread(target=call, args=(i,)) for i in range(1, IN_FLIGHT + 1)]
-    callers.append(threading.Thread(target=http_call))
     for caller in callers:
         caller.start()
+    callers.append(http_caller)
     time.sleep(0.1)  # all sent; the slow model works through them a batch at a time
     signalled = time.monotonic()
     server.terminate()
