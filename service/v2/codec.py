@@ -269,6 +269,12 @@ def _refuse_constant(name: str) -> None:
     raise TensorError(f"request body is not valid JSON: {name} is not a JSON number")
 
 
+# Built once: json.loads and json.dumps with options build a new decoder or encoder per call,
+# which was a third of the v2 codec's time per request.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def parse_rest_infer(raw: bytes, header_length: bytes | None) -> RestInferRequest:
     """An infer request body: a JSON object, followed (when `Inference-Header-Content-Length`
     says where the JSON ends) by the binary data of the inputs with `binary_data_size`."""
@@ -284,8 +290,8 @@ def parse_rest_infer(raw: bytes, header_length: bytes | None) -> RestInferReques
     else:
         head, binary = raw, memoryview(b"")
     try:
-        document = json.loads(head, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError) as error:
+        document = _DECODER.decode(head.decode("utf-8"))
+    except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         reason = "nested too deep" if isinstance(error, RecursionError) else str(error)
         raise TensorError(f"request body is not valid JSON: {reason}") from None
     if not isinstance(document, dict):
@@ -388,7 +394,7 @@ def rest_infer_response(
     if request_id is not None:
         document["id"] = request_id
     document["outputs"] = described
-    head = json.dumps(document, separators=(",", ":")).encode()
+    head = _ENCODER.encode(document).encode()
     if not chunks:
         return head, None
     return head + b"".join(chunks), len(head)
