@@ -39,7 +39,7 @@ COPY service ./service
 # onnxruntime and onnxruntime-gpu both own the `onnxruntime` package: installing the second
 # over the first leaves a mix of both. So the service goes in with its pinned dependencies
 # (plain onnxruntime among them), and the GPU image then swaps that for onnxruntime-gpu.
-RUN pip install --no-cache-dir -c requirements.lock . \
+RUN pip install --no-cache-dir -c requirements.lock ".[grpc]" \
     && if [ "$RUNTIME" = gpu ]; then \
          pip uninstall --yes onnxruntime \
          && pip install --no-cache-dir -c "$GPU_CONSTRAINTS" \
@@ -97,7 +97,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY --from=models /models /app/models
 WORKDIR /app
 USER 900:900
-EXPOSE 8000
+EXPOSE 8000 8001
 # Ready means every model loaded and warmed up; start-up may build TensorRT engines first.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=180s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('IMAGEGEN_PORT', '8000') + '/readyz', timeout=4)"]

@@ -11,7 +11,7 @@ LOCK := requirements.lock
 SYSTEM_PACKAGES := dataset-fashion-mnist chromium nginx-light docker-compose curl docker.io mmdebstrap
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: serve install install-dev system-deps test lint pytest format train-all clean docs-assets
+.PHONY: serve install install-dev system-deps test lint pytest format train-all clean docs-assets grpc-stubs
 
 # Stamps in the venv: pip runs again only when pyproject.toml or the lock changed, so a second
 # `make serve` needs no network. `make clean`, or removing the stamps, forces a reinstall.
@@ -96,3 +96,9 @@ docs-assets:
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+## Regenerate the committed gRPC message code of the Open Inference Protocol (grpcio-tools, dev extra).
+PROTO_DIR := service/v2/protocol
+grpc-stubs:
+	cd $(PROTO_DIR) && $(abspath $(BIN))/python -m grpc_tools.protoc -I. \
+	  --python_out=. --pyi_out=. open_inference_grpc.proto

@@ -303,6 +303,8 @@ def service_command(models_dir: Path, port: int, extra: Sequence[str]) -> list[s
         str(models_dir),
         "--port",
         str(port),
+        "--grpc-port",
+        "0",  # HTTP is measured; the gRPC default port would clash between runs
         "--providers",
         "cpu",
         "--log-level",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from starlette.types import Message, Receive, Scope, Send
@@ -25,6 +26,8 @@ from service.dataplane import DataPlane
 from service.metrics import Metrics
 from service.redaction import secret_redacted_in_logs
 from service.settings import Settings
+from service.v2 import grpc_port_to_serve
+from service.v2.rest import V2Rest
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,18 @@ def _without_body(send: Send) -> Send:
     return send_head
 
 
+async def start_grpc(settings: Settings, dataplane: DataPlane, metrics: Metrics) -> Any:
+    """The started gRPC server of the Open Inference Protocol, or None when it is off."""
+    port = grpc_port_to_serve(settings)
+    if port is None:
+        return None
+    from service.v2.grpc_server import GrpcServer  # grpcio is an optional extra
+
+    server = GrpcServer(settings, dataplane, metrics)
+    await server.start()
+    return server
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new app with its own metrics registry and models (loaded when its lifespan starts)."""
     settings = settings if settings is not None else Settings()
@@ -72,13 +87,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         key = settings.api_key.get_secret_value() if settings.api_key is not None else None
         with secret_redacted_in_logs(key):
-            await dataplane.start()
+            grpc_server = await start_grpc(settings, dataplane, metrics)
+            if grpc_server is not None:
+                app.state.on_exit_signal = lambda: grpc_server.stop_soon(settings.shutdown_grace_s)
             try:
+                await dataplane.start()
                 yield
             finally:
                 logger.info(
                     "draining: finishing queued work within %g s", settings.shutdown_grace_s
                 )
+                if grpc_server is not None:
+                    await grpc_server.stop(settings.shutdown_grace_s)
                 await dataplane.stop(settings.shutdown_grace_s)
                 logger.info("stopped")
 
@@ -103,7 +123,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_docs(app)
     # The hot routes are answered before FastAPI's stack; their declared routes (OpenAPI, and
     # any request that still reaches the router) answer through the same handlers.
-    app.state.fast_path = app.fast_path = FastPath(dataplane, metrics)
+    app.state.fast_path = app.fast_path = FastPath(
+        dataplane, metrics, more_routes=V2Rest(dataplane).match
+    )
     # The last added middleware runs first: metrics see every answer, then the key, then size.
     app.add_middleware(
         BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics

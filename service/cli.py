@@ -141,26 +141,41 @@ def check_models_dir(settings: Settings) -> None:
         raise fail(f"no models in {settings.models_dir} (expected <name>/{CARD_FILENAME}; {where})")
 
 
-def check_port_free(settings: Settings) -> None:
-    """Bind and release the address the server will use, before any model is warmed up.
+def check_port_free(settings: Settings, field: str = "port") -> None:
+    """Bind and release the address the server will use (`field`: the HTTP or the gRPC port),
+    before any model is warmed up.
 
     The same socket options as uvicorn's bind, so a port left in TIME_WAIT is not refused.
     """
+    port = getattr(settings, field)
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((settings.host, settings.port))
+            probe.bind((settings.host, port))
         except (OSError, OverflowError) as error:
             reason = getattr(error, "strerror", None) or str(error)
+            option = _option_name(field)
             hint = (
-                f"another process holds it; choose another with --port or {env_name('port')}"
+                f"another process holds it; choose another with {option} or {env_name(field)}"
                 if getattr(error, "errno", None) == errno.EADDRINUSE
-                else f"check --host/--port or {env_name('host')}/{env_name('port')}"
+                else f"check --host/{option} or {env_name('host')}/{env_name(field)}"
             )
-            raise fail(
-                f"cannot listen on {settings.host}:{settings.port}: {reason} ({hint})"
-            ) from None
+            what = "gRPC " if field == "grpc_port" else ""
+            where = f"{settings.host}:{port}"
+            raise fail(f"cannot listen {what}on {where}: {reason} ({hint})") from None
+
+
+def check_grpc(settings: Settings) -> None:
+    """gRPC is off, or grpcio is there and its port free (0 = off)."""
+    from service.v2 import GrpcUnavailable, grpc_port_to_serve
+
+    try:
+        port = grpc_port_to_serve(settings)
+    except GrpcUnavailable as error:
+        raise fail(f"{error} ({_option_name('grpc_port')} or {env_name('grpc_port')})") from None
+    if port is not None:
+        check_port_free(settings, "grpc_port")
 
 
 def run_server(settings: Settings) -> int:
@@ -171,6 +186,18 @@ def run_server(settings: Settings) -> int:
 
         return run_workers(settings)
     return serve_on_socket(settings, None)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the app when a stop signal arrives (so the gRPC server stops
+    taking calls at the same moment as HTTP stops taking connections)."""
+
+    def handle_exit(self, sig: int, frame: types.FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        state = getattr(self.config.app, "state", None)
+        on_exit_signal = getattr(state, "on_exit_signal", None)
+        if on_exit_signal is not None:
+            on_exit_signal()
 
 
 def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
@@ -204,7 +231,7 @@ def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
         # for access lines when they are shown (a few per cent of the event loop's time).
         access_log=settings.log_level in ("debug", "info"),
     )
-    server = uvicorn.Server(config)
+    server = _Server(config)
     # The imported libraries and the app are here for good: take them out of the collector's
     # sight, so a full collection under load scans only what requests made (over the ~70k
     # objects of a loaded server it stalled the event loop for tens of milliseconds).
@@ -236,6 +263,7 @@ def serve(**given: Any) -> None:
         raise typer.Exit(USAGE_EXIT_CODE) from None
     check_models_dir(settings)
     check_port_free(settings)
+    check_grpc(settings)
     configure_logging(settings.log_level)
     raise typer.Exit(run_server(settings))
 

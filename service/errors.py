@@ -150,3 +150,8 @@ def error_json(error_type: str, message: str) -> bytes:
 def is_rejection(status_code: int) -> bool:
     """Client errors and load shedding (503, 504) count as rejections; other 5xx do not."""
     return status_code < 500 or status_code in (503, 504)
+
+
+def v2_error_json(message: str) -> bytes:
+    """The Open Inference Protocol's error body, `{"error": "<message>"}`, for every /v2 path."""
+    return json.dumps({"error": message}, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

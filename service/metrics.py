@@ -23,6 +23,11 @@ def method_label(method: str) -> str:
     return method if method in KNOWN_METHODS else "other"
 
 
+def protocol_label(path: str) -> str:
+    """The protocol label of an HTTP request: v2 for the Open Inference Protocol's /v2 paths."""
+    return "v2" if path.startswith("/v2") else "v1"
+
+
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
@@ -43,6 +48,21 @@ class Metrics:
             "imagegen_http_request_duration_seconds",
             "Time from request start to the end of the response (seconds).",
             ["route", "method"],
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.protocol_requests = Counter(
+            "imagegen_protocol_requests",
+            "Requests answered, by protocol (v1: this service's HTTP API and its operations "
+            "routes; v2: the Open Inference Protocol over REST; grpc: the same over gRPC) and "
+            "status (the HTTP status code, or the gRPC status code's name).",
+            ["protocol", "status"],
+            registry=r,
+        )
+        self.grpc_request_latency_seconds = Histogram(
+            "imagegen_grpc_request_duration_seconds",
+            "Time from a gRPC call's start to its answer (seconds), by method.",
+            ["method"],
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )

@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     )
     host: str = Field(default="127.0.0.1", description="Interface the HTTP server binds to.")
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    grpc_port: int = Field(
+        default=8001,
+        ge=0,
+        le=65535,
+        description="TCP port of the Open Inference Protocol (KServe v2) gRPC server, beside "
+        "HTTP in the same process; 0 = off. Needs grpcio (the 'grpc' extra): left at its "
+        "default without grpcio, gRPC is off (logged); set explicitly without it, start-up fails.",
+    )
     workers: int = Field(
         default=1,
         ge=1,

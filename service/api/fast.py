@@ -40,6 +40,7 @@ from service.errors import (
     describe_validation_errors,
     error_json,
     is_rejection,
+    v2_error_json,
 )
 from service.metrics import Metrics, method_label
 
@@ -56,7 +57,14 @@ _PREFIX = "/v1/models/"
 _GENERATE_TYPES = (PNG, JSON)
 _IMAGE_TYPES = (PNG,)
 _WANTED_HEADERS = frozenset(
-    {b"authorization", b"content-length", b"content-type", b"accept", b"if-none-match"}
+    {
+        b"authorization",
+        b"content-length",
+        b"content-type",
+        b"accept",
+        b"if-none-match",
+        b"inference-header-content-length",
+    }
 )
 
 Headers = list[tuple[bytes, bytes]]
@@ -107,13 +115,20 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
 
 
 Handler = Callable[[Scope, Receive, dict[bytes, bytes], str, str], Awaitable[Reply]]
+# More raw routes outside /v1/models/ (the Open Inference Protocol's /v2): (path, method) ->
+# (route template, handler, model, argument), or None.
+RouteMatcher = Callable[[str, str], "tuple[str, Handler, str, str] | None"]
+V2_PREFIX = "/v2"
 
 
 class FastPath:
     """Matches and serves the hot routes; everything else goes on to FastAPI."""
 
-    def __init__(self, dataplane: DataPlane, metrics: Metrics) -> None:
+    def __init__(
+        self, dataplane: DataPlane, metrics: Metrics, more_routes: RouteMatcher | None = None
+    ) -> None:
         settings = dataplane.settings
+        self.more_routes = more_routes
         self.dataplane = dataplane
         self.metrics = metrics
         key = settings.api_key
@@ -129,7 +144,8 @@ class FastPath:
         """(route template, handler, model, seed text) for a hot route, else None."""
         path: str = scope["path"]
         if not path.startswith(_PREFIX):
-            return None
+            more = self.more_routes
+            return more(path, scope["method"]) if more is not None else None
         parts = path[len(_PREFIX) :].split("/")
         method = scope["method"]
         if len(parts) == 2 and parts[1] == "generate" and parts[0] and method == "POST":
@@ -172,10 +188,8 @@ class FastPath:
             reply = self._error_reply(error, method, scope["path"])
         except Exception:
             logger.exception("unexpected error on %s %s", method, scope["path"])
-            reply = Reply(
-                500,
-                [(b"content-type", b"application/json")],
-                error_json("internal_error", "internal server error"),
+            reply = self._error_reply(
+                ServiceError("internal server error"), method, scope["path"], log=False
             )
         response_headers = reply.headers
         if reply.status != 304:
@@ -197,13 +211,17 @@ class FastPath:
         problem = "missing API key" if not header else "wrong API key"
         raise Unauthorized(f"{problem}: send 'Authorization: Bearer <key>'")
 
-    def _error_reply(self, error: ServiceError, method: str, path: str) -> Reply:
+    def _error_reply(self, error: ServiceError, method: str, path: str, log: bool = True) -> Reply:
         if is_rejection(error.status_code):
             self.metrics.rejections.labels(reason=error.error_type).inc()
-        elif error.status_code >= 500:
+        elif error.status_code >= 500 and log:
             logger.error("%s %s failed: %s", method, path, error.message)
         headers = [(b"content-type", b"application/json")]
         headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        if path.startswith(V2_PREFIX):
+            # The Open Inference Protocol's shape; its bad request is 400 (v1 says 422).
+            status = 400 if error.status_code in (415, 422) else error.status_code
+            return Reply(status, headers, v2_error_json(error.message))
         return Reply(error.status_code, headers, error_json(error.error_type, error.message))
 
     def _observe(self, template: str, method: str, status: int, seconds: float) -> None:
@@ -214,9 +232,15 @@ class FastPath:
             counter = self.metrics.requests.labels(route=template, method=label, status=str(status))
             latency = self.metrics.request_latency_seconds.labels(route=template, method=label)
             process_requests = self.metrics.process_requests
+            # The v1 templates, or the /v2 routes of `more_routes` (their unmatched ones too).
+            protocol = "v1" if template.startswith("/v1/") else "v2"
+            by_protocol = self.metrics.protocol_requests.labels(
+                protocol=protocol, status=str(status)
+            )
 
             def observe(seconds: float) -> None:
                 counter.inc()
+                by_protocol.inc()
                 latency.observe(seconds)
                 process_requests.inc()
 

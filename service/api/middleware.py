@@ -9,7 +9,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
 from service.errors import PayloadTooLarge, ServiceError, Unauthorized
-from service.metrics import Metrics, method_label
+from service.metrics import Metrics, method_label, protocol_label
 
 OPEN_PATHS = frozenset(
     {
@@ -61,6 +61,9 @@ class MetricsMiddleware:
             method = method_label(scope["method"])
             self.metrics.process_requests.inc()
             self.metrics.requests.labels(route=route, method=method, status=str(status)).inc()
+            self.metrics.protocol_requests.labels(
+                protocol=protocol_label(scope["path"]), status=str(status)
+            ).inc()
             self.metrics.request_latency_seconds.labels(route=route, method=method).observe(
                 time.perf_counter() - started
             )

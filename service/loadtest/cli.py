@@ -105,12 +105,25 @@ def loadtest_command(
             "(~20x less CPU per request); 'httpx': httpx's stock client, for comparison."
         ),
     ] = "lean",
+    protocol: Annotated[
+        str,
+        typer.Option(
+            help="'v1': this service's routes; 'v2': the Open Inference Protocol's REST infer "
+            "(seeds as a JSON tensor, PNGs as binary data), to compare both on one model."
+        ),
+    ] = "v1",
 ) -> None:
     """Load-test the image endpoints: a concurrency sweep or fixed arrival rates."""
     from service.loadtest.target import ENDPOINTS
 
     if endpoint not in ENDPOINTS:
         raise typer.BadParameter(f"must be one of {', '.join(ENDPOINTS)}", param_hint="--endpoint")
+    if protocol not in ("v1", "v2"):
+        raise typer.BadParameter("must be 'v1' or 'v2'", param_hint="--protocol")
+    if protocol == "v2" and endpoint == "get":
+        raise typer.BadParameter(
+            "v2 has no GET image route: use single or batch", param_hint="--endpoint"
+        )
     if client not in ("lean", "httpx"):
         raise typer.BadParameter("must be 'lean' or 'httpx'", param_hint="--client")
     if arrivals not in ("constant", "poisson"):
@@ -142,6 +155,7 @@ def loadtest_command(
         progress=sys.stderr.isatty() if progress is None else progress,
         seed=seed,
         client=client,
+        protocol=protocol,
     )
     from service.loadtest.target import TargetError
 
@@ -188,11 +202,15 @@ class RunSettings:
         self.progress: bool = values["progress"]
         self.seed: int | None = values["seed"]
         self.client: str = values.get("client", "lean")
+        self.protocol: str = values.get("protocol", "v1")
 
 
 def _chart_title(report: Report) -> str:
     target = report.target
-    return f"imagegen loadtest: {target['endpoint']} on {target['model']} ({target['url']})"
+    protocol = " (v2)" if target.get("protocol") == "v2" else ""
+    return (
+        f"imagegen loadtest: {target['endpoint']}{protocol} on {target['model']} ({target['url']})"
+    )
 
 
 def run(settings: RunSettings) -> Report:

@@ -9,7 +9,7 @@ import httpx
 
 from service.loadtest.report import ProgressLine, Report
 from service.loadtest.runner import Arrivals, LoadRunner
-from service.loadtest.target import Endpoint, RequestFactory, Target, preflight
+from service.loadtest.target import Endpoint, Protocol, RequestFactory, Target, preflight
 from service.loadtest.transport import LeanTransport
 
 if TYPE_CHECKING:
@@ -54,12 +54,14 @@ async def run_async(
         endpoint=cast(Endpoint, settings.endpoint),
         items=settings.items,
         api_key=settings.api_key,
+        protocol=cast(Protocol, settings.protocol),
     )
     report = Report(
         target={
             "url": target.base_url,
             "model": target.model,
             "endpoint": target.endpoint,
+            "protocol": target.protocol,
             "items": target.items,
             "mode": "closed" if settings.clients else "open",
             "arrivals": settings.arrivals if settings.rates else None,

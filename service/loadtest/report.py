@@ -106,6 +106,8 @@ def print_table(report: Report, console: Any = None) -> None:
             console = Console(width=MIN_TABLE_WIDTH)
     target = report.target
     title = f"{target['endpoint']} on {target['model']} at {target['url']}"
+    if target.get("protocol") == "v2":
+        title = "Open Inference Protocol (v2 REST): " + title
     if target.get("items", 1) > 1:
         title += f" ({target['items']} images per request)"
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, padding=(0, 1))

@@ -15,6 +15,11 @@ import httpx
 
 Endpoint = Literal["single", "batch", "get"]
 ENDPOINTS: tuple[Endpoint, ...] = ("single", "batch", "get")
+# v1: this service's API (POST .../generate[/batch], GET .../images/{seed}.png); v2: the Open
+# Inference Protocol over REST (POST /v2/models/{model}/infer: `seed` as a JSON tensor, the
+# `png` output as binary data, as tritonclient asks for it).
+Protocol = Literal["v1", "v2"]
+PROTOCOLS: tuple[Protocol, ...] = ("v1", "v2")
 MAX_SEED = 2**63
 
 
@@ -29,8 +34,13 @@ class Target:
     endpoint: Endpoint = "single"
     items: int = 1  # images per request (batch endpoint only)
     api_key: str | None = None
+    protocol: Protocol = "v1"
 
     def __post_init__(self) -> None:
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {self.protocol}")
+        if self.protocol == "v2" and self.endpoint == "get":
+            raise ValueError("the v2 protocol has no GET image route: use single or batch")
         if self.endpoint not in ENDPOINTS:
             raise ValueError(f"endpoint must be one of {', '.join(ENDPOINTS)}, got {self.endpoint}")
         if self.items < 1:
@@ -44,7 +54,10 @@ class Target:
 
     @property
     def headers(self) -> dict[str, str]:
-        headers = {"accept": "application/json" if self.endpoint == "batch" else "image/png"}
+        if self.protocol == "v2":
+            headers = {}
+        else:
+            headers = {"accept": "application/json" if self.endpoint == "batch" else "image/png"}
         if self.endpoint != "get":
             headers["content-type"] = "application/json"
         if self.api_key:
@@ -53,7 +66,7 @@ class Target:
 
     @property
     def model_url(self) -> str:
-        return f"{self.base_url.rstrip('/')}/v1/models/{quote(self.model, safe='')}"
+        return f"{self.base_url.rstrip('/')}/{self.protocol}/models/{quote(self.model, safe='')}"
 
 
 class RequestFactory:
@@ -66,21 +79,25 @@ class RequestFactory:
         self.target = target
         self._next_seed = secrets.randbelow(MAX_SEED // 2) if first_seed is None else first_seed
         model_url = target.model_url
-        self._generate_url = f"{model_url}/generate"
-        self._batch_url = f"{model_url}/generate/batch"
+        v2 = target.protocol == "v2"
+        self._v2 = v2
+        self._generate_url = f"{model_url}/infer" if v2 else f"{model_url}/generate"
+        self._batch_url = f"{model_url}/infer" if v2 else f"{model_url}/generate/batch"
         self._image_prefix = f"{model_url}/images/"
         self.headers = target.headers
         url = httpx.URL(target.base_url)
         self.address: tuple[str, int] = (url.host, url.port or 80)
         host = url.netloc
         base = url.raw_path.rstrip(b"/")
-        model_path = base + b"/v1/models/" + quote(target.model, safe="").encode()
+        version = target.protocol.encode()
+        model_path = base + b"/" + version + b"/models/" + quote(target.model, safe="").encode()
+        generate, batch = (b"/infer", b"/infer") if v2 else (b"/generate", b"/generate/batch")
         fields = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in self.headers.items())
         self._post_generate = (
-            b"POST " + model_path + b"/generate HTTP/1.1\r\nhost: " + host + b"\r\n" + fields
+            b"POST " + model_path + generate + b" HTTP/1.1\r\nhost: " + host + b"\r\n" + fields
         )
         self._post_batch = (
-            b"POST " + model_path + b"/generate/batch HTTP/1.1\r\nhost: " + host + b"\r\n" + fields
+            b"POST " + model_path + batch + b" HTTP/1.1\r\nhost: " + host + b"\r\n" + fields
         )
         self._get_image = b"GET " + model_path + b"/images/"
         self._get_tail = b".png HTTP/1.1\r\nhost: " + host + b"\r\n" + fields + b"\r\n"
@@ -94,6 +111,11 @@ class RequestFactory:
         return seed
 
     def _body(self) -> bytes:
+        if self._v2:
+            count = self.target.items
+            first = self._take_seeds(count)
+            seeds = b",".join(b"%d" % seed for seed in range(first, first + count))
+            return b"%s%d%s%s%s" % (_V2_HEAD, count, _V2_DATA, seeds, _V2_TAIL)
         if self.target.endpoint == "single":
             return b'{"seed":%d}' % self._take_seeds(1)
         count = self.target.items
@@ -117,6 +139,11 @@ class RequestFactory:
         return b"%scontent-length: %d\r\n\r\n%s" % (head, len(body), body)
 
 
+_V2_HEAD = b'{"inputs":[{"name":"seed","datatype":"INT64","shape":['
+_V2_DATA = b'],"data":['
+_V2_TAIL = b']}],"outputs":[{"name":"png","parameters":{"binary_data":true}}]}'
+
+
 def error_kind(error: BaseException) -> str:
     """How a failed request is counted: the client-side error's class name."""
     if isinstance(error, httpx.TimeoutException):
@@ -127,7 +154,8 @@ def error_kind(error: BaseException) -> str:
 def _server_message(response: httpx.Response) -> str:
     try:
         body = response.json()
-        message = body["error"]["message"]
+        error = body["error"]
+        message = error if isinstance(error, str) else error["message"]  # v2 : v1
         if isinstance(message, str) and message:
             return message
     except (ValueError, KeyError, TypeError):

@@ -4,6 +4,7 @@ against the service's settings."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -143,8 +144,8 @@ def test_one_published_port_in_every_variant(config: dict[str, Any]) -> None:
         for name, service in services.items()
     }
     assert published == {
-        "api": [(8000, 8000)],
-        "api-cpu": [(8000, 8000)],
+        "api": [(8000, 8000), (8001, 8001)],  # HTTP; gRPC (Open Inference Protocol)
+        "api-cpu": [(8000, 8000), (8001, 8001)],
         "replica": [],
         "replica-cpu": [],
         "lb": [(8000, 8080)],
@@ -241,8 +242,11 @@ def test_env_example_documents_every_setting_with_a_valid_value() -> None:
     assert used <= set(documented)
 
 
-def test_env_example_defaults_match_the_settings() -> None:
+def test_env_example_defaults_match_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """Where .env.example shows a default, it is the service's real default."""
+    for key in list(os.environ):  # the defaults, not what this shell or the suite sets
+        if key.startswith("IMAGEGEN_"):
+            monkeypatch.delenv(key)
     documented = documented_variables()
     defaults = Settings()
     deployment_values = {"IMAGEGEN_MODELS_DIR", "IMAGEGEN_HOST", "IMAGEGEN_PROVIDERS"}

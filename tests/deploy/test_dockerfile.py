@@ -118,7 +118,7 @@ def test_one_onnxruntime_gpu_by_default_cpu_by_argument(stages: dict[str, Stage]
     build = stages["build"]
     assert "RUNTIME=gpu" in build.all("ARG")
     (install,) = [run for run in build.all("RUN") if "pip install" in run]
-    cpu_install = install.index("pip install --no-cache-dir -c requirements.lock .")
+    cpu_install = install.index('pip install --no-cache-dir -c requirements.lock ".[grpc]"')
     uninstall = install.index("pip uninstall --yes onnxruntime")
     gpu_install = install.index('"onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}"')
     # onnxruntime-gpu goes onto an environment without onnxruntime: never both at once.
@@ -173,7 +173,7 @@ def test_runtime_is_non_root_healthy_and_unbuffered(stages: dict[str, Stage]) ->
         "IMAGEGEN_MODELS_DIR=/app/models",
     ):
         assert setting in env.split(), setting
-    assert runtime.all("EXPOSE") == ["8000"]
+    assert runtime.all("EXPOSE") == ["8000 8001"]  # HTTP; gRPC (Open Inference Protocol)
     (user,) = runtime.all("USER")
     assert re.fullmatch(r"[1-9]\d+:[1-9]\d+", user), "a numeric non-root user (Kubernetes checks)"
     uid, gid = (int(part) for part in user.split(":"))

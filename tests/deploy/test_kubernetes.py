@@ -147,8 +147,11 @@ def test_probes_and_shutdown_let_requests_finish(variant: str) -> None:
     pod = deployment["spec"]["template"]["spec"]
     main = container(deployment)
     env = env_of(deployment)
-    (port,) = main["ports"]
+    port, grpc_port = main["ports"]
     assert port["name"] == "http" and port["containerPort"] == int(env["IMAGEGEN_PORT"])
+    grpc_default = Settings.model_fields["grpc_port"].default
+    assert grpc_port["name"] == "grpc"
+    assert grpc_port["containerPort"] == int(env.get("IMAGEGEN_GRPC_PORT", grpc_default))
     assert main["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
     assert main["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     # Liveness must not kill a pod that is still loading and warming its models.
@@ -190,7 +193,7 @@ def test_service_hpa_and_pdb_point_at_the_deployment(variant: str) -> None:
     assert selector.items() <= pod_labels.items()
     service = kinds["Service"]
     assert service["spec"]["selector"] == selector
-    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http", "grpc"]
     hpa = kinds["HorizontalPodAutoscaler"]
     assert hpa["spec"]["scaleTargetRef"] == {
         "apiVersion": "apps/v1",

@@ -80,7 +80,8 @@ def start_replica(models_dir: Path, log: Path) -> Replica:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
     command = [sys.executable, "-m", "service", "serve", "--models-dir", str(models_dir)]
-    command += ["--port", str(port), "--providers", "cpu", "--intra-op-threads", "1"]
+    command += ["--port", str(port), "--grpc-port", "0", "--providers", "cpu"]
+    command += ["--intra-op-threads", "1"]
     command += ["--max-batch-delay-ms", "2", "--shutdown-grace-s", "10", "--log-level", "info"]
     with log.open("wb") as output:
         process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)

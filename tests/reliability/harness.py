@@ -103,6 +103,7 @@ def launch(
         "providers": "cpu",
         "intra_op_threads": 1,
         "log_level": "info",
+        "grpc_port": 0,  # gRPC only where a test asks for it (on a free port)
     }
     options.update(settings)
     for name, value in options.items():

@@ -175,6 +175,10 @@ def _no_imagegen_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("IMAGEGEN_"):
             monkeypatch.delenv(key)
+    # Except one: apps built in tests serve gRPC only where a test asks for it (the default
+    # port is machine-wide, and tritonclient's protobuf messages, imported by the v2 tests,
+    # cannot share a process with the server's).
+    monkeypatch.setenv("IMAGEGEN_GRPC_PORT", "0")
 
 
 SettingsFactory = Callable[..., Settings]

@@ -40,7 +40,8 @@ def test_the_key_in_any_url_encoding_never_reaches_the_log(models_dir: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
     env["IMAGEGEN_API_KEY"] = KEY
     command = [sys.executable, "-m", "service", "serve", "--models-dir", str(models_dir)]
-    command += ["--port", str(port), "--providers", "cpu", "--log-level", "info"]
+    command += ["--port", str(port), "--grpc-port", "0", "--providers", "cpu"]
+    command += ["--log-level", "info"]
     process = subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )

@@ -33,7 +33,9 @@ def start_server(models_dir: Path, port: int, *extra: str) -> subprocess.Popen[s
     env = {k: v for k, v in os.environ.items() if not k.startswith("IMAGEGEN_")}
     env["IMAGEGEN_MAX_BATCH_DELAY_MS"] = "2"  # also checks that settings come from the env
     command = [sys.executable, "-m", "service", "serve", "--models-dir", str(models_dir)]
-    command += ["--port", str(port), "--providers", "cpu", "--log-level", "info", *extra]
+    command += ["--port", str(port), "--grpc-port", "0", "--providers", "cpu"]
+    command += ["--log-level", "info"]
+    command += extra
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
