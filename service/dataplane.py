@@ -37,7 +37,13 @@ from service.errors import (
 from service.imaging import grid_shape
 from service.interpolation import LatentOverflow, Method, interpolate
 from service.metrics import Metrics
-from service.runtime.card import MAX_SEED, ModelCard, latent_for_seed
+from service.runtime.card import (
+    MAX_SEED,
+    ModelCard,
+    class_for_seed,
+    class_weights,
+    latent_for_seed,
+)
 from service.runtime.providers import ProviderUnavailable, plan_for_settings
 from service.runtime.registry import LoadedModel, ModelLoadError, load_models
 from service.settings import Settings
@@ -85,6 +91,22 @@ class ImageJob:
     latent: np.ndarray | None = None
     truncation: float = 1.0
     png_scale: int = 0  # 0: the uint8 image; n >= 1: its PNG bytes, upscaled n times
+    # Class-conditional models only: a class index, or a row of class weights (a blend);
+    # with neither, a seeded job means class seed % num_classes (the seed contract).
+    class_index: int | None = None
+    class_weights: np.ndarray | None = None
+
+    def class_row(self, num_classes: int) -> np.ndarray:
+        """This job's float32 class weights `[num_classes]` for a conditional model."""
+        if self.class_weights is not None:
+            return self.class_weights
+        index = self.class_index
+        if index is None:
+            assert self.seed is not None, "a latent job for a conditional model has a class"
+            index = class_for_seed(self.seed, num_classes)
+        row = np.zeros(num_classes, dtype=np.float32)
+        row[index] = 1.0
+        return row
 
     def latent_row(self, latent_dim: int) -> np.ndarray:
         if self.latent is not None:
@@ -112,6 +134,11 @@ class ServedModel:
         self.loaded = loaded
         self.card: ModelCard = loaded.card
         self.name = loaded.name
+        self.num_classes = self.card.num_classes  # 0: unconditional
+        self.classes: list[str] = (
+            list(self.card.conditioning.classes) if self.card.conditioning else []
+        )
+        self._class_index = {name.casefold(): index for index, name in enumerate(self.classes)}
         self._settings = settings
         self._inference_seconds = metrics.inference_seconds.labels(model=self.name)
         self._images_generated = metrics.images_generated.labels(model=self.name)
@@ -149,7 +176,11 @@ class ServedModel:
         dim = self.card.latent_dim
         latents = np.stack([job.latent_row(dim) for job in jobs])
         started = time.perf_counter()
-        images = self.loaded.generator.generate(latents)
+        if self.num_classes:
+            weights = np.stack([job.class_row(self.num_classes) for job in jobs])
+            images = self.loaded.generator.generate(latents, weights)
+        else:
+            images = self.loaded.generator.generate(latents)
         self._inference_seconds.observe(time.perf_counter() - started)
         self._images_generated.inc(len(images))
         if len(images) != len(jobs):
@@ -160,6 +191,55 @@ class ServedModel:
             imaging.encode_png(image, job.png_scale) if job.png_scale else image
             for job, image in zip(jobs, images, strict=True)
         ]
+
+    # -- classes (class-conditional models) -------------------------------------------------
+
+    def _class_list(self) -> str:
+        return ", ".join(f"{index} {quoted(name)}" for index, name in enumerate(self.classes))
+
+    def resolve_class(self, value: str | int | None, where: str = "class") -> int | None:
+        """A class given by name (case-insensitive) or index -> its index; None stays None.
+
+        422 when the model is not class-conditional, or the class is not one of its own
+        (the message lists them).
+        """
+        if value is None:
+            return None
+        if not self.num_classes:
+            raise InvalidInput(
+                f"model {self.name} is not class-conditional; {where} is not accepted"
+            )
+        if isinstance(value, str):
+            index = self._class_index.get(value.strip().casefold())
+            if index is None and value.strip().isdigit():
+                index = int(value.strip())
+        else:
+            index = value
+        if index is None or not 0 <= index < self.num_classes:
+            raise InvalidInput(
+                f"{where} {quoted(str(value))} is not a class of model {self.name}; give a "
+                f"name (case-insensitive) or an index: {self._class_list()}"
+            )
+        return index
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index]
+
+    def effective_class(self, seed: int | None, index: int | None, where: str = "latent") -> int:
+        """The class an image is generated as: the given one, or seed % num_classes; 422 for
+        a latent without a class."""
+        if index is not None:
+            return index
+        if seed is None:
+            raise InvalidInput(
+                f'model {self.name} is class-conditional: a {where} needs a "class" '
+                f"(a name or an index: {self._class_list()})"
+            )
+        return class_for_seed(seed, self.num_classes)
+
+    def class_weight_rows(self, indices: Sequence[int]) -> np.ndarray:
+        """One-hot float32 class weights `[n, num_classes]`."""
+        return class_weights(np.asarray(indices, dtype=np.int64), self.num_classes)
 
     # -- latents -----------------------------------------------------------------------------
 
@@ -221,9 +301,19 @@ class ServedModel:
 
     # -- images ------------------------------------------------------------------------------
 
-    async def images(self, latents: np.ndarray) -> list[np.ndarray]:
-        """uint8 `[H, W, C]` images for `latents`, through the batcher."""
-        results = await self.run([ImageJob(latent=row) for row in latents])
+    async def images(
+        self, latents: np.ndarray, class_weights: np.ndarray | None = None
+    ) -> list[np.ndarray]:
+        """uint8 `[H, W, C]` images for `latents` (with their class-weight rows for a
+        conditional model), through the batcher."""
+        if class_weights is None:
+            jobs = [ImageJob(latent=row) for row in latents]
+        else:
+            jobs = [
+                ImageJob(latent=row, class_weights=weights)
+                for row, weights in zip(latents, class_weights, strict=True)
+            ]
+        results = await self.run(jobs)
         return results  # type: ignore[return-value]  # no job asked for PNG bytes
 
     async def pngs(
@@ -233,8 +323,10 @@ class ServedModel:
         latents: np.ndarray | None = None,
         truncation: float = 1.0,
         scale: int = 1,
+        class_index: int | None = None,
     ) -> list[bytes]:
-        """PNG bytes for seeds or latent rows, through the batcher, upscaled `scale` times.
+        """PNG bytes for seeds or latent rows, through the batcher, upscaled `scale` times;
+        `class_index` (a conditional model's class for every image, already resolved).
 
         Small images are encoded in the inference thread with their batch; larger ones (whose
         encoding would hold up the next batch) in a worker thread of their own.
@@ -244,12 +336,18 @@ class ServedModel:
         png_scale = scale if in_batch else 0
         if latents is not None:
             jobs = [
-                ImageJob(latent=row, truncation=truncation, png_scale=png_scale) for row in latents
+                ImageJob(
+                    latent=row, truncation=truncation, png_scale=png_scale, class_index=class_index
+                )
+                for row in latents
             ]
         else:
             assert seeds is not None, "give seeds or latents"
             jobs = [
-                ImageJob(seed=seed, truncation=truncation, png_scale=png_scale) for seed in seeds
+                ImageJob(
+                    seed=seed, truncation=truncation, png_scale=png_scale, class_index=class_index
+                )
+                for seed in seeds
             ]
         results = await self.run(jobs)
         if in_batch:
@@ -292,9 +390,14 @@ class ServedModel:
             raise InferenceFailed(f"model {self.name}: inference failed")
         return done
 
-    def image_etag(self, seed: int, truncation: float, scale: int) -> str:
-        """Strong ETag of a seeded image: its bytes depend only on these and the model file."""
+    def image_etag(
+        self, seed: int, truncation: float, scale: int, class_index: int | None = None
+    ) -> str:
+        """Strong ETag of a seeded image: its bytes depend only on these and the model file
+        (and, for a conditional model, the class it is generated as)."""
         key = f"{self.card.onnx.sha256}:{seed}:{truncation!r}:{scale}"
+        if self.num_classes:
+            key += f":class={self.effective_class(seed, class_index)}"
         return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
 
     def info(self) -> dict[str, Any]:
@@ -311,6 +414,14 @@ class ServedModel:
             "metrics": card.metrics,
             "onnx": card.onnx.model_dump(mode="json"),
             "providers": self.providers,
+            **(
+                {
+                    "classes": self.classes,
+                    "conditioning": card.conditioning.model_dump(mode="json"),
+                }
+                if card.conditioning is not None
+                else {}
+            ),
         }
 
 

@@ -32,10 +32,11 @@ def summary(served: ServedModel, dataplane: DataPlane) -> ModelSummary:
         dataset=DatasetName(name=card.dataset.get("name")),
         providers=served.providers,
         ready=dataplane.ready,
+        **({"classes": served.classes} if served.num_classes else {}),
     )
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, response_model_exclude_unset=True)
 async def list_models(dataplane: DataPlaneDep) -> ModelList:
     """Every served model in a few lines: kind, version, latent size, image shape, data set name,
     providers, readiness. Training, quality metrics and ONNX details: `/v1/models/{model}`."""
