@@ -54,6 +54,7 @@ async def run_async(
         endpoint=cast(Endpoint, settings.endpoint),
         items=settings.items,
         api_key=settings.api_key,
+        class_choice=settings.class_choice,
     )
     report = Report(
         target={
@@ -61,6 +62,7 @@ async def run_async(
             "model": target.model,
             "endpoint": target.endpoint,
             "items": target.items,
+            "class": target.class_choice,
             "mode": "closed" if settings.clients else "open",
             "arrivals": settings.arrivals if settings.rates else None,
             "duration_s": settings.duration_s,
@@ -80,12 +82,12 @@ async def run_async(
         # Preflight and scrapes: httpx's own transport, on a connection of their own.
         make_client(settings, None if lean else transport, connections=1) as side_client,
     ):
-        await preflight(side_client, target)
+        classes = await preflight(side_client, target)
         runner = LoadRunner(
             client,
             target,
             progress=progress,
-            factory=RequestFactory(target, first_seed=settings.seed),
+            factory=RequestFactory(target, first_seed=settings.seed, classes=classes),
             metrics_client=side_client,
             lean=lean,
             timeout_s=settings.timeout_s,
