@@ -91,21 +91,13 @@ class ImageJob:
     latent: np.ndarray | None = None
     truncation: float = 1.0
     png_scale: int = 0  # 0: the uint8 image; n >= 1: its PNG bytes, upscaled n times
-    # Class-conditional models only: a class index, or a row of class weights (a blend);
-    # with neither, a seeded job means class seed % num_classes (the seed contract).
-    class_index: int | None = None
-    class_weights: np.ndarray | None = None
 
     def class_row(self, num_classes: int) -> np.ndarray:
-        """This job's float32 class weights `[num_classes]` for a conditional model."""
-        if self.class_weights is not None:
-            return self.class_weights
-        index = self.class_index
-        if index is None:
-            assert self.seed is not None, "a latent job for a conditional model has a class"
-            index = class_for_seed(self.seed, num_classes)
+        """This job's float32 class weights `[num_classes]` for a conditional model: a job
+        without a class is its seed's class, seed % num_classes (the seed contract)."""
+        assert self.seed is not None, "a latent job for a conditional model has a class"
         row = np.zeros(num_classes, dtype=np.float32)
-        row[index] = 1.0
+        row[class_for_seed(self.seed, num_classes)] = 1.0
         return row
 
     def latent_row(self, latent_dim: int) -> np.ndarray:
@@ -115,6 +107,26 @@ class ImageJob:
             assert self.seed is not None, "an ImageJob has a seed or a latent"
             row = latent_for_seed(self.seed, latent_dim)
         return row if self.truncation == 1.0 else row * np.float32(self.truncation)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassImageJob(ImageJob):
+    """An ImageJob with a class for a conditional model: a class index, or a row of class
+    weights (a blend, e.g. along an interpolation). A subclass, so that unconditional
+    requests build exactly the ImageJob they built before (the single-image route's
+    event-loop cost is measured per request)."""
+
+    class_index: int | None = None
+    class_weights: np.ndarray | None = None
+
+    def class_row(self, num_classes: int) -> np.ndarray:
+        if self.class_weights is not None:
+            return self.class_weights
+        if self.class_index is None:
+            return ImageJob.class_row(self, num_classes)
+        row = np.zeros(num_classes, dtype=np.float32)
+        row[self.class_index] = 1.0
+        return row
 
 
 JobResult = np.ndarray | bytes
@@ -310,7 +322,7 @@ class ServedModel:
             jobs = [ImageJob(latent=row) for row in latents]
         else:
             jobs = [
-                ImageJob(latent=row, class_weights=weights)
+                ClassImageJob(latent=row, class_weights=weights)
                 for row, weights in zip(latents, class_weights, strict=True)
             ]
         results = await self.run(jobs)
@@ -334,20 +346,37 @@ class ServedModel:
         image = self.card.image
         in_batch = image.height * image.width * scale * scale <= INLINE_PNG_MAX_PIXELS
         png_scale = scale if in_batch else 0
-        if latents is not None:
+        jobs: list[ImageJob]
+        if class_index is not None:  # a conditional model's class (resolved by the caller)
+            if latents is not None:
+                jobs = [
+                    ClassImageJob(
+                        latent=row,
+                        truncation=truncation,
+                        png_scale=png_scale,
+                        class_index=class_index,
+                    )
+                    for row in latents
+                ]
+            else:
+                assert seeds is not None, "give seeds or latents"
+                jobs = [
+                    ClassImageJob(
+                        seed=seed,
+                        truncation=truncation,
+                        png_scale=png_scale,
+                        class_index=class_index,
+                    )
+                    for seed in seeds
+                ]
+        elif latents is not None:
             jobs = [
-                ImageJob(
-                    latent=row, truncation=truncation, png_scale=png_scale, class_index=class_index
-                )
-                for row in latents
+                ImageJob(latent=row, truncation=truncation, png_scale=png_scale) for row in latents
             ]
         else:
             assert seeds is not None, "give seeds or latents"
             jobs = [
-                ImageJob(
-                    seed=seed, truncation=truncation, png_scale=png_scale, class_index=class_index
-                )
-                for seed in seeds
+                ImageJob(seed=seed, truncation=truncation, png_scale=png_scale) for seed in seeds
             ]
         results = await self.run(jobs)
         if in_batch:
