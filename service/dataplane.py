@@ -37,7 +37,13 @@ from service.errors import (
 from service.imaging import grid_shape
 from service.interpolation import LatentOverflow, Method, interpolate
 from service.metrics import Metrics
-from service.runtime.card import MAX_SEED, ModelCard, latent_for_seed
+from service.runtime.card import (
+    MAX_SEED,
+    ModelCard,
+    class_for_seed,
+    class_weights,
+    latent_for_seed,
+)
 from service.runtime.providers import ProviderUnavailable, plan_for_settings
 from service.runtime.registry import LoadedModel, ModelLoadError, load_models
 from service.settings import Settings
@@ -86,6 +92,14 @@ class ImageJob:
     truncation: float = 1.0
     png_scale: int = 0  # 0: the uint8 image; n >= 1: its PNG bytes, upscaled n times
 
+    def class_row(self, num_classes: int) -> np.ndarray:
+        """This job's float32 class weights `[num_classes]` for a conditional model: a job
+        without a class is its seed's class, seed % num_classes (the seed contract)."""
+        assert self.seed is not None, "a latent job for a conditional model has a class"
+        row = np.zeros(num_classes, dtype=np.float32)
+        row[class_for_seed(self.seed, num_classes)] = 1.0
+        return row
+
     def latent_row(self, latent_dim: int) -> np.ndarray:
         if self.latent is not None:
             row = self.latent
@@ -93,6 +107,26 @@ class ImageJob:
             assert self.seed is not None, "an ImageJob has a seed or a latent"
             row = latent_for_seed(self.seed, latent_dim)
         return row if self.truncation == 1.0 else row * np.float32(self.truncation)
+
+
+@dataclass(frozen=True, slots=True)
+class ClassImageJob(ImageJob):
+    """An ImageJob with a class for a conditional model: a class index, or a row of class
+    weights (a blend, e.g. along an interpolation). A subclass, so that unconditional
+    requests build exactly the ImageJob they built before (the single-image route's
+    event-loop cost is measured per request)."""
+
+    class_index: int | None = None
+    class_weights: np.ndarray | None = None
+
+    def class_row(self, num_classes: int) -> np.ndarray:
+        if self.class_weights is not None:
+            return self.class_weights
+        if self.class_index is None:
+            return ImageJob.class_row(self, num_classes)
+        row = np.zeros(num_classes, dtype=np.float32)
+        row[self.class_index] = 1.0
+        return row
 
 
 JobResult = np.ndarray | bytes
@@ -112,6 +146,11 @@ class ServedModel:
         self.loaded = loaded
         self.card: ModelCard = loaded.card
         self.name = loaded.name
+        self.num_classes = self.card.num_classes  # 0: unconditional
+        self.classes: list[str] = (
+            list(self.card.conditioning.classes) if self.card.conditioning else []
+        )
+        self._class_index = {name.casefold(): index for index, name in enumerate(self.classes)}
         self._settings = settings
         self._inference_seconds = metrics.inference_seconds.labels(model=self.name)
         self._images_generated = metrics.images_generated.labels(model=self.name)
@@ -150,7 +189,11 @@ class ServedModel:
         dim = self.card.latent_dim
         latents = np.stack([job.latent_row(dim) for job in jobs])
         started = time.perf_counter()
-        images = self.loaded.generator.generate(latents)
+        if self.num_classes:
+            weights = np.stack([job.class_row(self.num_classes) for job in jobs])
+            images = self.loaded.generator.generate(latents, weights)
+        else:
+            images = self.loaded.generator.generate(latents)
         self._inference_seconds.observe(time.perf_counter() - started)
         self._images_generated.inc(len(images))
         if len(images) != len(jobs):
@@ -161,6 +204,55 @@ class ServedModel:
             imaging.encode_png(image, job.png_scale) if job.png_scale else image
             for job, image in zip(jobs, images, strict=True)
         ]
+
+    # -- classes (class-conditional models) -------------------------------------------------
+
+    def _class_list(self) -> str:
+        return ", ".join(f"{index} {quoted(name)}" for index, name in enumerate(self.classes))
+
+    def resolve_class(self, value: str | int | None, where: str = "class") -> int | None:
+        """A class given by name (case-insensitive) or index -> its index; None stays None.
+
+        422 when the model is not class-conditional, or the class is not one of its own
+        (the message lists them).
+        """
+        if value is None:
+            return None
+        if not self.num_classes:
+            raise InvalidInput(
+                f"model {self.name} is not class-conditional; {where} is not accepted"
+            )
+        if isinstance(value, str):
+            index = self._class_index.get(value.strip().casefold())
+            if index is None and value.strip().isdigit():
+                index = int(value.strip())
+        else:
+            index = value
+        if index is None or not 0 <= index < self.num_classes:
+            raise InvalidInput(
+                f"{where} {quoted(str(value))} is not a class of model {self.name}; give a "
+                f"name (case-insensitive) or an index: {self._class_list()}"
+            )
+        return index
+
+    def class_name(self, index: int) -> str:
+        return self.classes[index]
+
+    def effective_class(self, seed: int | None, index: int | None, where: str = "latent") -> int:
+        """The class an image is generated as: the given one, or seed % num_classes; 422 for
+        a latent without a class."""
+        if index is not None:
+            return index
+        if seed is None:
+            raise InvalidInput(
+                f'model {self.name} is class-conditional: a {where} needs a "class" '
+                f"(a name or an index: {self._class_list()})"
+            )
+        return class_for_seed(seed, self.num_classes)
+
+    def class_weight_rows(self, indices: Sequence[int]) -> np.ndarray:
+        """One-hot float32 class weights `[n, num_classes]`."""
+        return class_weights(np.asarray(indices, dtype=np.int64), self.num_classes)
 
     # -- latents -----------------------------------------------------------------------------
 
@@ -222,9 +314,19 @@ class ServedModel:
 
     # -- images ------------------------------------------------------------------------------
 
-    async def images(self, latents: np.ndarray) -> list[np.ndarray]:
-        """uint8 `[H, W, C]` images for `latents`, through the batcher."""
-        results = await self.run([ImageJob(latent=row) for row in latents])
+    async def images(
+        self, latents: np.ndarray, class_weights: np.ndarray | None = None
+    ) -> list[np.ndarray]:
+        """uint8 `[H, W, C]` images for `latents` (with their class-weight rows for a
+        conditional model), through the batcher."""
+        if class_weights is None:
+            jobs = [ImageJob(latent=row) for row in latents]
+        else:
+            jobs = [
+                ClassImageJob(latent=row, class_weights=weights)
+                for row, weights in zip(latents, class_weights, strict=True)
+            ]
+        results = await self.run(jobs)
         return results  # type: ignore[return-value]  # no job asked for PNG bytes
 
     async def pngs(
@@ -234,8 +336,10 @@ class ServedModel:
         latents: np.ndarray | None = None,
         truncation: float = 1.0,
         scale: int = 1,
+        class_index: int | None = None,
     ) -> list[bytes]:
-        """PNG bytes for seeds or latent rows, through the batcher, upscaled `scale` times.
+        """PNG bytes for seeds or latent rows, through the batcher, upscaled `scale` times;
+        `class_index` (a conditional model's class for every image, already resolved).
 
         Small images are encoded in the inference thread with their batch; larger ones (whose
         encoding would hold up the next batch) in a worker thread of their own.
@@ -243,7 +347,30 @@ class ServedModel:
         image = self.card.image
         in_batch = image.height * image.width * scale * scale <= INLINE_PNG_MAX_PIXELS
         png_scale = scale if in_batch else 0
-        if latents is not None:
+        jobs: list[ImageJob]
+        if class_index is not None:  # a conditional model's class (resolved by the caller)
+            if latents is not None:
+                jobs = [
+                    ClassImageJob(
+                        latent=row,
+                        truncation=truncation,
+                        png_scale=png_scale,
+                        class_index=class_index,
+                    )
+                    for row in latents
+                ]
+            else:
+                assert seeds is not None, "give seeds or latents"
+                jobs = [
+                    ClassImageJob(
+                        seed=seed,
+                        truncation=truncation,
+                        png_scale=png_scale,
+                        class_index=class_index,
+                    )
+                    for seed in seeds
+                ]
+        elif latents is not None:
             jobs = [
                 ImageJob(latent=row, truncation=truncation, png_scale=png_scale) for row in latents
             ]
@@ -293,9 +420,14 @@ class ServedModel:
             raise InferenceFailed(f"model {self.name}: inference failed")
         return done
 
-    def image_etag(self, seed: int, truncation: float, scale: int) -> str:
-        """Strong ETag of a seeded image: its bytes depend only on these and the model file."""
+    def image_etag(
+        self, seed: int, truncation: float, scale: int, class_index: int | None = None
+    ) -> str:
+        """Strong ETag of a seeded image: its bytes depend only on these and the model file
+        (and, for a conditional model, the class it is generated as)."""
         key = f"{self.card.onnx.sha256}:{seed}:{truncation!r}:{scale}"
+        if self.num_classes:
+            key += f":class={self.effective_class(seed, class_index)}"
         return '"' + hashlib.sha256(key.encode()).hexdigest()[:32] + '"'
 
     def info(self) -> dict[str, Any]:
@@ -312,6 +444,14 @@ class ServedModel:
             "metrics": card.metrics,
             "onnx": card.onnx.model_dump(mode="json"),
             "providers": self.providers,
+            **(
+                {
+                    "classes": self.classes,
+                    "conditioning": card.conditioning.model_dump(mode="json"),
+                }
+                if card.conditioning is not None
+                else {}
+            ),
         }
 
 

@@ -34,6 +34,19 @@ LATENT_PREFIXES = {
 
 # sha256 of what each request below answers, per shipped model and version.
 PINNED = {
+    "fashion-cgan": {
+        "seed 0": "68a0c7623c93ae784c74971c24a9ad2e37df9a16b617e8e8f4944c49712dd09d",
+        "seed 1": "5c9c764f44a0aa3399eb39dbf6deb0e615d277c2b57390131d37c9c008e3be1c",
+        "seed 7": "f7b09294e3d7a4f3532bce2802af7c1c41dfb640a93948408b7b9f0459545838",
+        "seed max": "fe6f7a7ebf9f7253d060b29040c5aa8e044daab2a8ccddb7aff33a7af8da25e3",
+        "seed 7 x4 t0.5": "f661efa9534ea88b6f3ff4e246de56ed8a80dc1eacefc9dd06e5b3c8bfa163b7",
+        "grid": "7b25f90cfacca414df90cd8efae29cbb84b7a33e11acfd28a475d092191fabce",
+        "gif": "b78fdddc7cefa7aff5374649fc32beec29ce47166c248bcc3c7caff3d21869b4",
+        "strip lerp": "3aaf75b7128bc8cd5a5fdf112800eef16cd45066dd4f8c795d5a32d63a93686f",
+        "seed 7 class 3": "ea9f7afcb48928941a5bda3c6690cf78b5fdc1aab35ad70229b396da03c6b389",
+        "mixed classes": "05283b39803222ff3f58bf5468767f654cb71202cd7eb4f1592622e96d3ea79e",
+        "class blend": "8f2c88e2184b259405cef733359bca5a4e9be80b6cbe00ee05aa22665fdf54d4",
+    },
     "fashion-gan": {
         "seed 0": "19b056dcb2e19e58e042de6c2442295d894260ac9a5c2e2b0f45e24a7d5f7714",
         "seed 1": "a57e2396f94511c2569c116b248a4aa0e8f5599a03ce789daf0ddea91e6713ff",
@@ -76,6 +89,7 @@ PINNED = {
     },
 }
 VERSIONS = {
+    "fashion-cgan": "1.0.0",
     "fashion-gan": "1.1.0",
     "fashion-vae": "1.0.0",
     "mnist-gan": "1.1.0",
@@ -127,6 +141,27 @@ REQUESTS: list[tuple[str, str, str, dict[str, object] | None, str | None]] = [
 ]
 
 
+# Class-conditional models answer these too (classes by index, so any 10-class model can).
+CLASS_REQUESTS: list[tuple[str, str, str, dict[str, object] | None, str | None]] = [
+    ("seed 7 class 3", "POST", "/generate", {"seed": 7, "class": 3}, None),
+    ("seed 7 class 3", "GET", "/images/7.png?class=3", None, None),
+    (
+        "mixed classes",
+        "POST",
+        "/generate/batch",
+        {"seeds": [5, 5, 6, 7], "classes": [0, 9, 2, 7], "columns": 4},
+        "image/png",
+    ),
+    (
+        "class blend",
+        "POST",
+        "/interpolate",
+        {"start": {"seed": 7, "class": 7}, "end": {"seed": 7, "class": 9}, "steps": 6},
+        None,
+    ),
+]
+
+
 @pytest.mark.parametrize("seed", sorted(LATENT_PREFIXES))
 @pytest.mark.parametrize("latent_dim", [4, 16, 64])
 def test_seed_latents_are_the_documented_ones(seed: int, latent_dim: int) -> None:
@@ -142,8 +177,9 @@ async def answers(name: str) -> dict[str, list[str]]:
     """sha256 of each pinned request's body, by label (a label may be asked several ways)."""
     digests: dict[str, list[str]] = {}
     settings = Settings(models_dir=MODELS_DIR, max_batch_delay_ms=1)
+    conditional = ModelCard.load(MODELS_DIR / name / "model.json").conditioning is not None
     async with serve_in_process(settings) as http:
-        for label, method, path, body, accept in REQUESTS:
+        for label, method, path, body, accept in REQUESTS + (CLASS_REQUESTS if conditional else []):
             headers = {"Accept": accept} if accept else {}
             url = f"/v1/models/{name}{path}"
             response = await http.request(method, url, json=body, headers=headers)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.runtime.card import ModelCard, latent_for_seed, sha256_file, to_uint8
+from service.runtime.card import ModelCard, class_weights, latent_for_seed, sha256_file, to_uint8
 from service.settings import Settings
 from tests.service.conftest import serve_in_process
 
@@ -21,8 +21,8 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 SHIPPED = sorted(p.parent.name for p in MODELS_DIR.glob("*/model.json"))
 
 
-def test_the_four_models_named_in_the_docs_are_shipped() -> None:
-    expected = {"fashion-gan", "fashion-vae", "mnist-gan", "mnist-vae"}
+def test_the_models_named_in_the_docs_are_shipped() -> None:
+    expected = {"fashion-gan", "fashion-vae", "mnist-gan", "mnist-vae", "fashion-cgan"}
     assert expected <= set(SHIPPED), f"missing: {expected - set(SHIPPED)}"
 
 
@@ -62,7 +62,10 @@ async def test_the_service_serves_it_and_returns_the_seed_contract_image(name: s
     session = ort.InferenceSession(
         str(MODELS_DIR / name / "model.onnx"), providers=["CPUExecutionProvider"]
     )
-    (out,) = session.run(None, {card.input_name: latent_for_seed(1, card.latent_dim)[None]})
+    feed = {card.input_name: latent_for_seed(1, card.latent_dim)[None]}
+    if card.conditioning is not None:  # seed 1 without a class means class 1 % num_classes
+        feed[card.conditioning.input_name] = class_weights(np.array([1]), card.num_classes)
+    (out,) = session.run(None, feed)
     expected = to_uint8(out, card.image.output_range)[0, ..., 0]
     assert pixels.shape == (card.image.height, card.image.width)
     np.testing.assert_array_equal(pixels, expected)
@@ -77,3 +80,51 @@ async def test_the_model_list_shows_each_models_headline_quality() -> None:
         assert listed[name]["metrics"] == {
             key: quality[key] for key in ("frechet_distance", "precision", "recall")
         }
+
+
+CONDITIONAL = [
+    name for name in SHIPPED if ModelCard.load(MODELS_DIR / name / "model.json").conditioning
+]
+
+
+def test_the_class_conditional_models_are_shipped() -> None:
+    assert "fashion-cgan" in CONDITIONAL
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+def test_a_conditional_card_names_its_classes_and_measures_class_fidelity(name: str) -> None:
+    card = ModelCard.load(MODELS_DIR / name / "model.json")
+    assert card.conditioning is not None
+    assert card.conditioning.classes == card.dataset["classes"]
+    quality = card.metrics["quality"]
+    fidelity = quality["generated"]["class_fidelity"]
+    assert list(fidelity["per_class"]) == card.conditioning.classes
+    assert fidelity["mean"] == pytest.approx(
+        np.mean(list(fidelity["per_class"].values())), abs=1e-3
+    )
+    # Classes uniform over the 10,000 samples; the histogram is of what the classifier saw.
+    assert "classes uniform" in quality["latents"]
+    assert quality["classifier"]["test_accuracy"] > 0.8
+    # One row per class in the sample grid.
+    with Image.open(MODELS_DIR / name / "samples.png") as grid:
+        assert grid.size[1] == card.num_classes * card.image.height * 2
+
+
+@pytest.mark.parametrize("name", CONDITIONAL)
+async def test_each_class_is_served_and_differs(name: str) -> None:
+    card = ModelCard.load(MODELS_DIR / name / "model.json")
+    assert card.conditioning is not None
+    settings = Settings(models_dir=MODELS_DIR, max_batch_delay_ms=1)
+    async with serve_in_process(settings) as http:
+        info = (await http.get(f"/v1/models/{name}")).json()
+        assert info["classes"] == card.conditioning.classes
+        pngs = set()
+        for index, class_name in enumerate(card.conditioning.classes):
+            response = await http.post(
+                f"/v1/models/{name}/generate", json={"seed": 3, "class": class_name.upper()}
+            )
+            assert response.status_code == 200 and response.headers["x-class"] == class_name
+            by_index = await http.get(f"/v1/models/{name}/images/3.png?class={index}")
+            assert by_index.content == response.content
+            pngs.add(response.content)
+        assert len(pngs) == card.num_classes  # every class draws something else

@@ -25,9 +25,12 @@ def batchnorm_layers(network: keras.Model) -> list[keras.layers.BatchNormalizati
     return [layer for layer in network.layers if isinstance(layer, keras.layers.BatchNormalization)]
 
 
-def recompute_batchnorm_statistics(network: keras.Model, latents: np.ndarray) -> int:
+def recompute_batchnorm_statistics(
+    network: keras.Model, latents: np.ndarray | list[np.ndarray]
+) -> int:
     """Set every BatchNorm layer's moving mean and variance to the exact (biased) statistics
     of its input over `latents`, in topological order; returns the number of layers set.
+    A network with several inputs (a conditional generator) takes a list of arrays.
 
     Each layer's input is measured with the layers before it already using their new
     statistics in inference mode, which is what a training-mode pass over all `latents`
@@ -40,8 +43,14 @@ def recompute_batchnorm_statistics(network: keras.Model, latents: np.ndarray) ->
         probe = keras.Model(network.input, layer.input)
         total = total_sq = None
         count = 0
-        for start in range(0, len(latents), _CHUNK):
-            x = np.asarray(probe(latents[start : start + _CHUNK], training=False), np.float64)
+        rows = len(latents[0]) if isinstance(latents, list) else len(latents)
+        for start in range(0, rows, _CHUNK):
+            chunk = (
+                [part[start : start + _CHUNK] for part in latents]
+                if isinstance(latents, list)
+                else latents[start : start + _CHUNK]
+            )
+            x = np.asarray(probe(chunk, training=False), np.float64)
             x = x.reshape(-1, x.shape[-1])
             total = x.sum(axis=0) if total is None else total + x.sum(axis=0)
             total_sq = (x * x).sum(axis=0) if total_sq is None else total_sq + (x * x).sum(axis=0)

@@ -18,7 +18,10 @@ import typer
 
 from service.extras import MissingExtra
 
-KindArg = Annotated[Literal["gan", "vae"], typer.Argument(help="Which network to train.")]
+KindArg = Annotated[
+    Literal["gan", "vae", "cgan"],
+    typer.Argument(help="Which network to train (cgan: class-conditional GAN)."),
+]
 
 
 # The top-level modules of the train extra (pyproject.toml) and what they pull in.
@@ -73,10 +76,10 @@ def train_command(
         int, typer.Option(min=1, help="Global batch size, split over replicas.")
     ] = 128,
     latent_dim: Annotated[
-        int | None, typer.Option(min=1, help="Latent size [GAN 64, VAE 16].")
+        int | None, typer.Option(min=1, help="Latent size [GANs 64, VAE 16].")
     ] = None,
     learning_rate: Annotated[
-        float | None, typer.Option(help="Adam learning rate [GAN 2e-4, VAE 1e-3].")
+        float | None, typer.Option(help="Adam learning rate [GANs 2e-4, VAE 1e-3].")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for weights, shuffling and noise.")] = 0,
     resume: Annotated[

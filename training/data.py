@@ -99,6 +99,13 @@ class ImageDataset:
         }
 
 
+def class_names(name: str) -> tuple[str, ...]:
+    """The class names of a data set, in label order."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
+    return FASHION_CLASSES if name == "fashion-mnist" else MNIST_CLASSES
+
+
 def validation_mask(num_train_images: int) -> np.ndarray:
     """Boolean mask over the train images: True for the validation split.
 
@@ -278,11 +285,21 @@ def make_tf_dataset(
     seed: int,
     shuffle: bool = True,
     drop_remainder: bool = True,
+    labels: np.ndarray | None = None,
+    num_classes: int = 0,
 ) -> tf.data.Dataset:
-    """A shuffled, batched, prefetched `tf.data` pipeline of images scaled to `value_range`."""
+    """A shuffled, batched, prefetched `tf.data` pipeline of images scaled to `value_range`;
+    with `labels`, of (image, one-hot float32 class weights) pairs."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices(scale_images(images, value_range))
+    scaled = scale_images(images, value_range)
+    if labels is not None:
+        if len(labels) != len(images):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        onehot = np.eye(num_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+        ds = tf.data.Dataset.from_tensor_slices((scaled, onehot))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(scaled)
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -30,7 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from service.runtime.card import CARD_FILENAME, ONNX_FILENAME, ModelCard, latent_for_seed, to_uint8
+from service.runtime.card import (
+    CARD_FILENAME,
+    ONNX_FILENAME,
+    ModelCard,
+    class_for_seed,
+    class_weights,
+    latent_for_seed,
+    to_uint8,
+)
 from training.classifier import FeatureExtractor, ensure_classifier, load_classifier_info
 from training.data import ImageDataset, load_dataset, validation_mask
 from training.metrics import (
@@ -72,11 +80,15 @@ _CACHE_FORMAT = 3  # 3: reference rows from a train subset outside the validatio
 
 @dataclass
 class Sampler:
-    """A generator as the evaluator sees it: float32 latents (N, latent_dim) -> uint8 images."""
+    """A generator as the evaluator sees it: float32 latents (N, latent_dim) -> uint8 images.
+
+    A conditional one (`num_classes` > 0) takes float32 class weights (N, num_classes) too.
+    """
 
     latent_dim: int
-    generate: Callable[[np.ndarray], np.ndarray]  # -> uint8 (N, 28, 28, 1)
+    generate: Callable[..., np.ndarray]  # (latents[, class weights]) -> uint8 (N, 28, 28, 1)
     description: str
+    num_classes: int = 0
 
 
 def onnx_sampler(model_dir: Path, *, batch_size: int = _GENERATE_CHUNK) -> Sampler:
@@ -92,16 +104,25 @@ def onnx_sampler(model_dir: Path, *, batch_size: int = _GENERATE_CHUNK) -> Sampl
     )
     output_range = card.image.output_range
 
-    def generate(latents: np.ndarray) -> np.ndarray:
+    conditioning = card.conditioning
+
+    def generate(latents: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
         latents = np.asarray(latents, dtype=np.float32)
-        outputs = [
-            session.run([card.output_name], {card.input_name: latents[i : i + batch_size]})[0]
-            for i in range(0, len(latents), batch_size)
-        ]
+        outputs = []
+        for i in range(0, len(latents), batch_size):
+            feed = {card.input_name: latents[i : i + batch_size]}
+            if conditioning is not None:
+                if weights is None:
+                    raise ValueError(f"{card.name} is conditional: pass class weights")
+                feed[conditioning.input_name] = np.asarray(
+                    weights[i : i + batch_size], dtype=np.float32
+                )
+            outputs.append(session.run([card.output_name], feed)[0])
         return to_uint8(np.concatenate(outputs), output_range)
 
     return Sampler(
         latent_dim=card.latent_dim,
+        num_classes=card.num_classes,
         generate=generate,
         description=f"{card.name} {card.version} ({card.kind}, ONNX: {model_dir / ONNX_FILENAME})",
     )
@@ -119,7 +140,13 @@ def sample_images(
     ):
         seeds = range(seed + start, seed + min(start + _GENERATE_CHUNK, num_samples))
         latents = np.stack([latent_for_seed(s, sampler.latent_dim) for s in seeds])
-        images = np.asarray(sampler.generate(latents))
+        if sampler.num_classes:
+            classes = np.array([class_for_seed(s, sampler.num_classes) for s in seeds])
+            images = np.asarray(
+                sampler.generate(latents, class_weights(classes, sampler.num_classes))
+            )
+        else:
+            images = np.asarray(sampler.generate(latents))
         if images.dtype != np.uint8 or images.shape != (len(latents), 28, 28, 1):
             raise ValueError(
                 f"sampler {sampler.description!r} returned {images.dtype} {images.shape}; "
@@ -443,22 +470,51 @@ def evaluate_images(
     *,
     data_dir: Path | None = None,
     num_real_subset: int = 10000,
+    classes: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Score uint8 images (N, 28, 28, 1) against the data set; the full report."""
     started = time.monotonic()
     real = real_reference(dataset_name, num_samples=num_real_subset, data_dir=data_dir)
     reference_seconds = time.monotonic() - started
-    report = score_images(images, real)
+    report = score_images(images, real, classes=classes)
     report["seconds"] = {"reference": round(reference_seconds, 1), **report["seconds"]}
     return report
 
 
-def score_images(images: np.ndarray, real: RealReference) -> dict[str, Any]:
-    """The report for uint8 images (N, 28, 28, 1) against a prepared real reference."""
+def class_fidelity(
+    predicted: np.ndarray, intended: np.ndarray, class_names: tuple[str, ...] | list[str]
+) -> dict[str, Any]:
+    """For a class-conditional model: per class c, the share of the images asked for as c
+    that the evaluator's classifier labels c; with the mean and the lowest class."""
+    per_class = {}
+    for index, name in enumerate(class_names):
+        asked = intended == index
+        if asked.any():
+            per_class[name] = round(float(np.mean(predicted[asked] == index)), 4)
+    values = list(per_class.values())
+    return {
+        "per_class": per_class,
+        "mean": round(float(np.mean(values)), 4),
+        "min": round(float(min(values)), 4),
+        "min_class": min(per_class, key=lambda k: per_class[k]),
+        "rule": "share of the images generated for class c that the evaluator's classifier "
+        "labels c",
+    }
+
+
+def score_images(
+    images: np.ndarray, real: RealReference, *, classes: np.ndarray | None = None
+) -> dict[str, Any]:
+    """The report for uint8 images (N, 28, 28, 1) against a prepared real reference;
+    `classes` (the class each image was generated for) adds the class fidelity."""
     timings = {}
     mark = time.monotonic()
     features, logits = real.extractor(images, progress="features: generated")
     generated = _feature_metrics(features, logits, real)
+    if classes is not None:
+        generated["class_fidelity"] = class_fidelity(
+            np.argmax(logits, axis=1), np.asarray(classes), real.dataset.class_names
+        )
     timings["features_and_metrics"] = time.monotonic() - mark
     mark = time.monotonic()
     generated["memorisation"] = _memorisation(images, real)
@@ -491,12 +547,21 @@ def evaluate_sampler(
     started = time.monotonic()
     images = sample_images(sampler, num_samples, seed)
     sampling_seconds = time.monotonic() - started
-    report = evaluate_images(images, dataset_name, data_dir=data_dir, num_real_subset=num_samples)
+    classes = (
+        np.arange(seed, seed + num_samples) % sampler.num_classes if sampler.num_classes else None
+    )
+    report = evaluate_images(
+        images, dataset_name, data_dir=data_dir, num_real_subset=num_samples, classes=classes
+    )
     report["sampler"] = sampler.description
     report["latents"] = (
         f"seeds {seed}..{seed + num_samples - 1}, latent_for_seed(seed, {sampler.latent_dim}) "
         "(numpy default_rng(seed).standard_normal, float32)"
     )
+    if sampler.num_classes:
+        report["latents"] += (
+            f"; seed s generated as class s % {sampler.num_classes} (classes uniform)"
+        )
     report["seconds"] = {
         "sampling": round(sampling_seconds, 1),
         **report["seconds"],
@@ -627,6 +692,15 @@ def format_report(report: dict[str, Any]) -> str:
             "",
             f"samples: {report['num_samples']} ({report.get('latents', 'given images')})",
             f"class histogram: {hist}",
+            *(
+                [
+                    "class fidelity: mean {mean:.3f}, lowest {min:.3f} ({min_class})".format(
+                        **report["generated"]["class_fidelity"]
+                    )
+                ]
+                if "class_fidelity" in report["generated"]
+                else []
+            ),
             "ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in report["ratios"].items()),
             f"memorisation: {mem['fraction_below_threshold']:.2%} of samples within the "
             f"test set's 1st-percentile distance to train (test: "

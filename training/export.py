@@ -1,8 +1,11 @@
 """Export a trained run's served network to ONNX with its model card and a sample grid.
 
 The ONNX graph has one input `latent` [batch, latent_dim] float32 and one output `image`
-[batch, 28, 28, 1] float32 (NHWC), a dynamic batch axis, and an opset >= 13. Export fails
-unless onnxruntime matches Keras within `PARITY_TOLERANCE` at batch 1 and 64.
+[batch, 28, 28, 1] float32 (NHWC), a dynamic batch axis, and an opset >= 13. A
+class-conditional generator has a second input `class_weights` [batch, num_classes]
+float32, named in the card's `conditioning` block with the class names. Export fails
+unless onnxruntime matches Keras within `PARITY_TOLERANCE` at batch 1 and 64 (for a
+conditional model: seeds with their own classes, and blends of two classes).
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from service.runtime.card import (
     CARD_FILENAME,
     ONNX_FILENAME,
     SAMPLES_FILENAME,
+    Conditioning,
     ImageSpec,
     ModelCard,
     OnnxInfo,
+    class_for_seed,
+    class_weights,
     latent_for_seed,
     sha256_file,
     to_uint8,
@@ -31,6 +37,7 @@ from service.runtime.card import (
 log = logging.getLogger(__name__)
 
 INPUT_NAME = "latent"
+CLASS_INPUT_NAME = "class_weights"
 OUTPUT_NAME = "image"
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-4
@@ -42,16 +49,27 @@ class ParityError(RuntimeError):
     """onnxruntime's output differs from Keras' by more than the tolerance."""
 
 
-def convert_to_onnx(network: Any, latent_dim: int, path: Path, opset: int = DEFAULT_OPSET) -> None:
-    """tf2onnx conversion of a functional Keras network with named input/output, dynamic batch."""
+def convert_to_onnx(
+    network: Any, latent_dim: int, path: Path, opset: int = DEFAULT_OPSET, num_classes: int = 0
+) -> None:
+    """tf2onnx conversion of a functional Keras network with named input(s)/output, dynamic
+    batch; `num_classes` > 0 adds the class-weight input."""
     import tensorflow as tf
     import tf2onnx
 
-    spec = (tf.TensorSpec((None, latent_dim), tf.float32, name=INPUT_NAME),)
+    spec: tuple[Any, ...] = (tf.TensorSpec((None, latent_dim), tf.float32, name=INPUT_NAME),)
+    if num_classes:
+        spec += (tf.TensorSpec((None, num_classes), tf.float32, name=CLASS_INPUT_NAME),)
 
-    @tf.function(input_signature=spec)
-    def serve(latent: tf.Tensor) -> dict[str, tf.Tensor]:
-        return {OUTPUT_NAME: network(latent, training=False)}
+        @tf.function(input_signature=spec)
+        def serve(latent: tf.Tensor, weights: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {OUTPUT_NAME: network([latent, weights], training=False)}
+
+    else:
+
+        @tf.function(input_signature=spec)
+        def serve(latent: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {OUTPUT_NAME: network(latent, training=False)}
 
     model_proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
     # Name the dynamic batch axis instead of tf2onnx's generated 'unk__N'.
@@ -60,7 +78,19 @@ def convert_to_onnx(network: Any, latent_dim: int, path: Path, opset: int = DEFA
     path.write_bytes(model_proto.SerializeToString())
 
 
-def parity_check(network: Any, onnx_path: Path, latent_dim: int) -> dict[str, float]:
+def parity_weights(batch: int, num_classes: int) -> np.ndarray:
+    """Class weights for the parity check: seed 1000+i's own class, and for every other
+    row a blend of it with the next class (so mixtures are checked too)."""
+    classes = np.array([class_for_seed(1000 + i, num_classes) for i in range(batch)])
+    weights = class_weights(classes, num_classes)
+    blend = class_weights((classes + 1) % num_classes, num_classes)
+    t = np.where(np.arange(batch) % 2 == 1, 0.3, 0.0).astype(np.float32)[:, None]
+    return ((1.0 - t) * weights + t * blend).astype(np.float32)
+
+
+def parity_check(
+    network: Any, onnx_path: Path, latent_dim: int, num_classes: int = 0
+) -> dict[str, float]:
     """Max |onnxruntime - Keras| on seeded latents at each batch size; raises over tolerance."""
     import onnxruntime as ort
 
@@ -68,8 +98,13 @@ def parity_check(network: Any, onnx_path: Path, latent_dim: int) -> dict[str, fl
     report = {}
     for batch in PARITY_BATCH_SIZES:
         latents = np.stack([latent_for_seed(1000 + i, latent_dim) for i in range(batch)])
-        expected = np.asarray(network(latents, training=False))
-        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: latents})
+        feed = {INPUT_NAME: latents}
+        if num_classes:
+            feed[CLASS_INPUT_NAME] = parity_weights(batch, num_classes)
+            expected = np.asarray(network([latents, feed[CLASS_INPUT_NAME]], training=False))
+        else:
+            expected = np.asarray(network(latents, training=False))
+        (got,) = session.run([OUTPUT_NAME], feed)
         diff = float(np.abs(got - expected).max())
         report[f"max_abs_diff_batch_{batch}"] = diff
         if diff > PARITY_TOLERANCE:
@@ -83,13 +118,24 @@ def parity_check(network: Any, onnx_path: Path, latent_dim: int) -> dict[str, fl
 def render_samples(
     onnx_path: Path, card: ModelCard, path: Path, columns: int = 8, scale: int = 2
 ) -> None:
-    """A grid of the fixed seeds, rendered by onnxruntime exactly as the service would."""
+    """A grid of the fixed seeds, rendered by onnxruntime exactly as the service would.
+
+    A conditional model's grid has one row per class: row c holds seeds c, c + C, c + 2C,
+    ... (C classes), which the seed contract maps to class c.
+    """
     import onnxruntime as ort
     from PIL import Image
 
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    latents = np.stack([latent_for_seed(s, card.latent_dim) for s in SAMPLE_SEEDS])
-    (out,) = session.run([card.output_name], {card.input_name: latents})
+    seeds: list[int] = list(SAMPLE_SEEDS)
+    feed: dict[str, np.ndarray] = {}
+    if card.conditioning is not None:
+        num_classes = card.num_classes
+        seeds = [c + num_classes * j for c in range(num_classes) for j in range(columns)]
+        classes = np.array([class_for_seed(s, num_classes) for s in seeds])
+        feed[card.conditioning.input_name] = class_weights(classes, num_classes)
+    feed[card.input_name] = np.stack([latent_for_seed(s, card.latent_dim) for s in seeds])
+    (out,) = session.run([card.output_name], feed)
     images = to_uint8(out, card.image.output_range)[..., 0]
     rows = [
         np.concatenate(list(images[r : r + columns]), axis=1)
@@ -159,14 +205,27 @@ def export_run(
     log.info("exporting %s checkpoint, epoch %d: %s", run.restored_from, int(run.epoch), prepared)
     out_dir.mkdir(parents=True, exist_ok=True)
     onnx_path = out_dir / ONNX_FILENAME
-    convert_to_onnx(model.served, model.latent_dim, onnx_path, opset)
-    parity = parity_check(model.served, onnx_path, model.latent_dim)
+    num_classes = getattr(model, "num_classes", 0)
+    convert_to_onnx(model.served, model.latent_dim, onnx_path, opset, num_classes)
+    parity = parity_check(model.served, onnx_path, model.latent_dim, num_classes)
     data = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None)
-    network = "DCGAN generator (EMA weights)" if model.kind == "gan" else "VAE decoder"
+    network = {
+        "gan": "DCGAN generator (EMA weights)",
+        "cgan": "Class-conditional DCGAN generator (EMA weights, projection discriminator)",
+        "vae": "VAE decoder",
+    }[model.kind]
+    conditioning = (
+        Conditioning(input_name=CLASS_INPUT_NAME, classes=list(data.class_names))
+        if num_classes
+        else None
+    )
+    if conditioning is not None and conditioning.num_classes != num_classes:
+        raise ValueError(f"{data.name} has {conditioning.num_classes} classes, model {num_classes}")
     card = ModelCard(
         name=name,
         version=version,
-        kind=model.kind,
+        kind="vae" if model.kind == "vae" else "gan",
+        conditioning=conditioning,
         description=description
         or f"{network} trained on {data.name} ({len(data.train_images)} training images).",
         latent_dim=model.latent_dim,

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from training.batchnorm import DEFAULT_SEED, default_latents, recompute_batchnorm_statistics
@@ -54,14 +55,24 @@ class GAN(keras.Model):
             "ema_decay": ema_decay,
             "loss": "non-saturating, one-sided label smoothing",
         }
-        self.generator = build_generator(latent_dim, generator_width)
-        self.ema_generator = build_generator(latent_dim, generator_width, name="ema_generator")
-        self.discriminator = build_discriminator(discriminator_width)
+        self.generator, self.ema_generator, self.discriminator = self._build_networks(
+            latent_dim, generator_width, discriminator_width
+        )
         self.ema_generator.set_weights(self.generator.get_weights())
         self.g_optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
         self.d_optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    def _build_networks(
+        self, latent_dim: int, generator_width: int, discriminator_width: int
+    ) -> tuple[keras.Model, keras.Model, keras.Model]:
+        """(generator, its EMA copy, discriminator); a subclass may build other ones."""
+        return (
+            build_generator(latent_dim, generator_width),
+            build_generator(latent_dim, generator_width, name="ema_generator"),
+            build_discriminator(discriminator_width),
+        )
 
     @property
     def served(self) -> keras.Model:
@@ -126,11 +137,17 @@ class GAN(keras.Model):
         if bn_statistics == "copied":
             return "BatchNorm statistics copied from the live generator"
         latents = default_latents(self.latent_dim)
-        recompute_batchnorm_statistics(self.ema_generator, latents)
+        recompute_batchnorm_statistics(self.ema_generator, self.served_inputs(latents))
         return (
             f"BatchNorm statistics recomputed on the EMA generator over {len(latents)} "
-            f"standard normal latents (seed {DEFAULT_SEED})"
+            f"standard normal latents (seed {DEFAULT_SEED}){self._statistics_note}"
         )
+
+    _statistics_note = ""
+
+    def served_inputs(self, latents: np.ndarray, seeds: Any = None) -> Any:
+        """What the served network takes for these latents (of these seeds): the latents."""
+        return latents
 
     def after_step(self) -> None:
         """Cross-replica EMA update: trainable weights averaged, BatchNorm statistics copied

@@ -81,3 +81,64 @@ def build_decoder(latent_dim: int, name: str = "decoder") -> keras.Model:
 def decoder_logits(decoder: keras.Model) -> keras.Model:
     """The decoder up to its pre-sigmoid logits, sharing its layers and weights."""
     return keras.Model(decoder.input, decoder.get_layer("logits").output, name="decoder_logits")
+
+
+def _class_shift(class_weights: keras.KerasTensor, channels: int, name: str) -> keras.KerasTensor:
+    """A per-class, per-channel shift (linear in the class weights, so mixtures blend)."""
+    shift = layers.Dense(channels, use_bias=False, kernel_initializer="zeros", name=name)(
+        class_weights
+    )
+    return layers.Reshape((1, 1, channels))(shift)
+
+
+def build_conditional_generator(
+    latent_dim: int, num_classes: int, width: int = 128, name: str = "generator"
+) -> keras.Model:
+    """Class-conditional DCGAN generator: (latent (N, latent_dim), class weights
+    (N, num_classes) float32) -> image (N, 28, 28, 1) in [-1, 1].
+
+    The class weights (one-hot for one class, a mixture to blend) enter linearly: a learnt
+    class embedding joins the latent at the input, and after every BatchNorm a learnt
+    per-class shift is added to the channels (the shift half of conditional BatchNorm).
+    Everything is linear in the weights up to the first ReLU, so a mixture of two one-hot
+    vectors is a point between the two classes.
+    """
+    latent = keras.Input((latent_dim,), name="latent")
+    class_weights = keras.Input((num_classes,), name="class_weights")
+    embedding = layers.Dense(latent_dim, use_bias=False, name="class_embedding")(class_weights)
+    x = layers.Concatenate()([latent, embedding])
+    x = layers.Dense(7 * 7 * width, use_bias=False)(x)
+    x = layers.BatchNormalization(synchronized=True)(x)
+    x = layers.Reshape((7, 7, width))(x)
+    x = layers.Add()([x, _class_shift(class_weights, width, "class_shift_7")])
+    x = layers.ReLU()(x)
+    x = layers.Conv2DTranspose(width // 2, 4, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization(synchronized=True)(x)
+    x = layers.Add()([x, _class_shift(class_weights, width // 2, "class_shift_14")])
+    x = layers.ReLU()(x)
+    x = layers.Conv2DTranspose(width // 4, 4, strides=2, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization(synchronized=True)(x)
+    x = layers.Add()([x, _class_shift(class_weights, width // 4, "class_shift_28")])
+    x = layers.ReLU()(x)
+    image = layers.Conv2D(IMAGE_SHAPE[-1], 3, padding="same", activation="tanh", name="image")(x)
+    return keras.Model([latent, class_weights], image, name=name)
+
+
+def build_projection_discriminator(
+    num_classes: int, width: int = 64, dropout: float = 0.3
+) -> keras.Model:
+    """DCGAN discriminator with a projection head (Miyato & Koyama 2018):
+    logit = w . h + <embed(class weights), h> for the image features h."""
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    class_weights = keras.Input((num_classes,), name="class_weights")
+    x = layers.Conv2D(width, 4, strides=2, padding="same")(image)
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.Conv2D(width * 2, 4, strides=2, padding="same")(x)
+    x = layers.LeakyReLU(0.2)(x)
+    x = layers.Flatten()(x)
+    h = layers.Dropout(dropout)(x)
+    unconditional = layers.Dense(1, name="logit")(h)
+    embedding = layers.Dense(h.shape[-1], use_bias=False, name="class_projection")(class_weights)
+    projection = layers.Dot(axes=1)([embedding, h])
+    logit = layers.Add(name="projected_logit")([unconditional, projection])
+    return keras.Model([image, class_weights], logit, name="discriminator")

@@ -110,6 +110,15 @@ def quality_checks(card: ModelCard, others: dict[str, ModelCard]) -> list[tuple[
             (f"FD {fd:.2f} < sigma-1 blur point {blur1:.2f}", fd < blur1),
             (f"all 10 classes present ({present} present)", present == 10),
         ]
+    fidelity = gen.get("class_fidelity")
+    if fidelity:
+        checks += [
+            (f"class fidelity {fidelity['mean']:.3f} >= 0.9 on average", fidelity["mean"] >= 0.9),
+            (
+                f"no class below 0.75 (lowest {fidelity['min']:.3f}, {fidelity['min_class']})",
+                fidelity["min"] >= 0.75,
+            ),
+        ]
     if memo:
         checks.append(
             (
@@ -156,7 +165,12 @@ def model_section(
         f"data: {card.dataset.get('source')} ({card.dataset.get('train_size')} train / "
         f"{card.dataset.get('test_size')} test); code {training.get('code_revision')}.",
         "",
-        f"![{card.name} samples, seeds 0..63]({samples})",
+        (
+            f"![{card.name} samples, one row per class: row c holds seeds c, c + "
+            f"{card.num_classes}, c + {2 * card.num_classes}, ...]({samples})"
+            if card.conditioning is not None
+            else f"![{card.name} samples, seeds 0..63]({samples})"
+        ),
         "",
     ]
     if not quality:
@@ -173,6 +187,22 @@ def model_section(
         *[_row(label, quality["reference"][key], kid) for key, label in reference_rows(quality)],
         "",
     ]
+    fidelity = quality["generated"].get("class_fidelity")
+    if fidelity:
+        per_class = fidelity["per_class"]
+        accuracy = quality["classifier"].get("test_accuracy", 0)
+        lines += [
+            f"Class fidelity: of the images generated for class c, the share that the "
+            f"evaluator's classifier labels c (classes uniform, seed s as class s % "
+            f"{card.num_classes}): mean **{fidelity['mean']:.3f}**, lowest "
+            f"{fidelity['min']:.3f} ({fidelity['min_class']}). For reference, the classifier "
+            f"labels {accuracy:.4f} of the real test images correctly.",
+            "",
+            "| " + " | ".join(per_class) + " |",
+            "|" + "---:|" * len(per_class),
+            "| " + " | ".join(f"{v:.3f}" for v in per_class.values()) + " |",
+            "",
+        ]
     ablation = card.metrics.get("ema_ablation")
     if ablation:
         lines += [
@@ -189,6 +219,30 @@ def model_section(
         lines += [f"- {'met' if ok else '**missed**'}: {text}" for text, ok in checks]
         lines.append("")
     return lines
+
+
+def summary_table(cards: dict[str, ModelCard]) -> list[str]:
+    """Every model side by side: conditional beside unconditional, one data set after another."""
+    lines = [
+        "## All models",
+        "",
+        "| model | data set | conditional | FD | precision | recall | coverage | "
+        "class fidelity (mean / lowest) |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    for name, card in sorted(cards.items(), key=lambda kv: (kv[1].dataset.get("name", ""), kv[0])):
+        gen = card.metrics.get("quality", {}).get("generated")
+        if not gen:
+            continue
+        fidelity = gen.get("class_fidelity")
+        lines.append(
+            f"| `{name}` | {card.dataset.get('name')} | "
+            f"{'yes, ' + str(card.num_classes) + ' classes' if card.conditioning else 'no'} | "
+            f"{gen['frechet_distance']:.2f} | {gen['precision']:.3f} | {gen['recall']:.3f} | "
+            f"{gen['coverage']:.3f} | "
+            + (f"{fidelity['mean']:.3f} / {fidelity['min']:.3f} |" if fidelity else "- |")
+        )
+    return [*lines, ""]
 
 
 def write_quality_doc(models_dir: Path, out: Path) -> str:
@@ -217,6 +271,7 @@ def write_quality_doc(models_dir: Path, out: Path) -> str:
         "95% interval beside FD.",
         "",
     ]
+    lines += summary_table(cards)
     for name, card in cards.items():
         lines += model_section(card, models_dir / name, out.parent, cards)
     text = "\n".join(lines)

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["gan", "vae"]
+Kind = Literal["gan", "vae", "cgan"]
 StrategyName = Literal["auto", "default", "mirrored", "multiworker"]
 GRID_SEEDS = tuple(range(64))
 
@@ -52,8 +52,8 @@ class TrainConfig:
     data_dir: str | None = None
     epochs: int = 30
     batch_size: int = 128
-    latent_dim: int | None = None  # default: 64 for the GAN, 16 for the VAE
-    learning_rate: float | None = None  # default: 2e-4 for the GAN, 1e-3 for the VAE
+    latent_dim: int | None = None  # default: 64 for the GANs, 16 for the VAE
+    learning_rate: float | None = None  # default: 2e-4 for the GANs, 1e-3 for the VAE
     seed: int = 0
     strategy: StrategyName = "auto"
     max_train_images: int | None = None  # a slice for quick runs and tests
@@ -65,10 +65,10 @@ class TrainConfig:
     hold_out_validation: bool = True  # keep the validation split out of training
 
     def resolved_latent_dim(self) -> int:
-        return self.latent_dim or (64 if self.kind == "gan" else 16)
+        return self.latent_dim or (16 if self.kind == "vae" else 64)
 
     def resolved_learning_rate(self) -> float:
-        return self.learning_rate or (2e-4 if self.kind == "gan" else 1e-3)
+        return self.learning_rate or (1e-3 if self.kind == "vae" else 2e-4)
 
 
 def code_revision() -> str:
@@ -131,15 +131,28 @@ def build_model(config: TrainConfig) -> Any:
         from training.gan import GAN
 
         return GAN(latent_dim, learning_rate=lr, seed=config.seed, **options)
+    if config.kind == "cgan":
+        from training.cgan import CGAN
+        from training.data import class_names
+
+        options.setdefault("num_classes", len(class_names(config.dataset)))
+        return CGAN(latent_dim, learning_rate=lr, seed=config.seed, **options)
     from training.vae import VAE
 
     return VAE(latent_dim, learning_rate=lr, seed=config.seed, **options)
 
 
-def sample_grid(network: Any, latent_dim: int, output_range: tuple[float, float]) -> np.ndarray:
-    """uint8 grid (8*28, 8*28) of the fixed seeds, as the service would render them."""
+def sample_grid(
+    network: Any,
+    latent_dim: int,
+    output_range: tuple[float, float],
+    served_inputs: Any = None,
+) -> np.ndarray:
+    """uint8 grid (8*28, 8*28) of the fixed seeds, as the service would render them
+    (`served_inputs(latents, seeds)`: the network's inputs, for a conditional model)."""
     latents = np.stack([latent_for_seed(s, latent_dim) for s in GRID_SEEDS])
-    images = to_uint8(np.asarray(network(latents, training=False)), output_range)[..., 0]
+    inputs = served_inputs(latents, GRID_SEEDS) if served_inputs else latents
+    images = to_uint8(np.asarray(network(inputs, training=False)), output_range)[..., 0]
     rows = [np.concatenate(list(images[r * 8 : (r + 1) * 8]), axis=1) for r in range(8)]
     return np.concatenate(rows, axis=0)
 
@@ -317,6 +330,16 @@ def train(
     else:
         pool, validation_images = data.train_images, data.train_images[:0]
     images = pool[: config.max_train_images]
+    labels = None
+    if config.kind == "cgan":
+        from training.data import validation_mask
+
+        kept = (
+            ~validation_mask(len(data.train_labels))
+            if config.hold_out_validation
+            else np.ones(len(data.train_labels), dtype=bool)
+        )
+        labels = data.train_labels[kept][: config.max_train_images]
     scorer = None
     if config.eval_every:
         from training.evaluate import ValidationScorer
@@ -357,7 +380,12 @@ def train(
     for epoch in range(start_epoch, config.epochs):
         # Per-epoch shuffle seed: a resumed run sees the same order as an unbroken one.
         ds = make_tf_dataset(
-            images, config.batch_size, value_range=model.output_range, seed=config.seed + epoch
+            images,
+            config.batch_size,
+            value_range=model.output_range,
+            seed=config.seed + epoch,
+            labels=labels,
+            num_classes=getattr(model, "num_classes", 0),
         ).take(steps)
         dist = strategy.experimental_distribute_dataset(ds)
         sums: dict[str, float] = {}
@@ -382,7 +410,7 @@ def train(
             raise FloatingPointError(f"epoch {epoch + 1}: non-finite losses {means}; stopping")
         run.epoch.assign(epoch + 1)
         entry: dict[str, float] = {"epoch": epoch + 1, "seconds": seconds, "steps": steps, **means}
-        grid = sample_grid(model.served, model.latent_dim, model.output_range)
+        grid = sample_grid(model.served, model.latent_dim, model.output_range, model_inputs(model))
         from PIL import Image
 
         Image.fromarray(grid).save(run.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
@@ -424,13 +452,26 @@ def train(
     return run
 
 
+def model_inputs(model: Any) -> Any:
+    """`served_inputs(latents, seeds)` for a conditional model, None for the others."""
+    return model.served_inputs if getattr(model, "num_classes", 0) else None
+
+
 def generate_uint8(
-    network: Any, latents: np.ndarray, output_range: tuple[float, float]
+    network: Any, latents: np.ndarray | list[np.ndarray], output_range: tuple[float, float]
 ) -> np.ndarray:
-    """uint8 images of a Keras network in inference mode, in chunks of 500 latents."""
+    """uint8 images of a Keras network in inference mode, in chunks of 500 latents (a list
+    of arrays for a network with several inputs)."""
+    rows = len(latents[0]) if isinstance(latents, list) else len(latents)
+
+    def chunk(i: int) -> Any:
+        if isinstance(latents, list):
+            return [part[i : i + 500] for part in latents]
+        return latents[i : i + 500]
+
     chunks = [
-        to_uint8(np.asarray(network(latents[i : i + 500], training=False)), output_range)
-        for i in range(0, len(latents), 500)
+        to_uint8(np.asarray(network(chunk(i), training=False)), output_range)
+        for i in range(0, rows, 500)
     ]
     return np.concatenate(chunks, axis=0)
 
@@ -444,12 +485,13 @@ def validation_scores(model: Any, scorer: Any, num_samples: int) -> dict[str, fl
     from training.batchnorm import batchnorm_statistics_kept
     from training.evaluate import VALIDATION_FIRST_SEED
 
-    latents = np.stack(
-        [latent_for_seed(VALIDATION_FIRST_SEED + i, model.latent_dim) for i in range(num_samples)]
-    )
+    seeds = range(VALIDATION_FIRST_SEED, VALIDATION_FIRST_SEED + num_samples)
+    latents = np.stack([latent_for_seed(s, model.latent_dim) for s in seeds])
+    served_inputs = model_inputs(model)
+    inputs = served_inputs(latents, seeds) if served_inputs else latents
     with batchnorm_statistics_kept(model.served):
         model.prepare_served()
-        images = generate_uint8(model.served, latents, model.output_range)
+        images = generate_uint8(model.served, inputs, model.output_range)
     scores: dict[str, float] = scorer(images)
     return scores
 
@@ -480,12 +522,16 @@ def keras_sampler(
         bn = "copied" if network == "served_copied_bn" else "recompute"
         chosen, prepared = run.model.served, run.model.prepare_served(bn)
 
-    def generate(latents: np.ndarray) -> np.ndarray:
-        return generate_uint8(chosen, latents, output_range)
+    num_classes = getattr(run.model, "num_classes", 0)
+
+    def generate(latents: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+        inputs = latents if weights is None else [latents, weights]
+        return generate_uint8(chosen, inputs, output_range)
 
     epoch = int(run.epoch.numpy())
     return Sampler(
         latent_dim=run.model.latent_dim,
+        num_classes=num_classes,
         generate=generate,
         description=f"Keras checkpoint {run.restored_from} of {run_dir} (epoch {epoch}, "
         f"{'served network, ' if network != 'raw' else ''}{prepared})",

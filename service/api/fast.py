@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.types import Receive, Scope, Send
@@ -88,6 +88,7 @@ class ImageQuery(BaseModel):
 
     truncation: float = Field(default=1.0, gt=0, le=1)
     scale: int = Field(default=1, ge=1, le=MAX_SCALE)
+    class_: str | None = Field(default=None, alias="class", min_length=1, max_length=200)
 
 
 def _request_headers(scope: Scope) -> dict[bytes, bytes]:
@@ -268,17 +269,34 @@ class FastPath:
         body = parse_json(raw, _text(headers.get(b"content-type")), GenerateRequest)
         served.check_output_size(1, body.scale)
         seed = body.seed
+        # Unconditional models: no class work at all beyond this one check (hot path).
+        class_index = None
+        if body.class_ is not None or served.num_classes:
+            class_index = served.resolve_class(body.class_)
         if body.latent is not None:
             latents = served.latents_from_values([body.latent])
-            work = served.pngs(latents=latents, truncation=body.truncation, scale=body.scale)
+            if served.num_classes:
+                served.effective_class(None, class_index)  # 422: a latent needs a class
+            work = served.pngs(
+                latents=latents,
+                truncation=body.truncation,
+                scale=body.scale,
+                class_index=class_index,
+            )
         else:
             if seed is None:
                 seed = random_seed()
-            work = served.pngs(seeds=[seed], truncation=body.truncation, scale=body.scale)
+            work = served.pngs(
+                seeds=[seed], truncation=body.truncation, scale=body.scale, class_index=class_index
+            )
         (png,) = await cancel_on_disconnect(receive, work)
         reply_headers = self._headers_for(served)
         if seed is not None:
             reply_headers.append((b"x-seed", str(seed).encode()))
+        class_name = None
+        if served.num_classes:
+            class_name = served.class_name(served.effective_class(seed, class_index))
+            reply_headers.append((b"x-class", _header_text(class_name)))
         if media_type == PNG:
             reply_headers.append((b"content-type", b"image/png"))
             return Reply(200, reply_headers, png)
@@ -294,7 +312,10 @@ class FastPath:
             png_base64=base64.b64encode(png).decode("ascii"),
         )
         reply_headers.append((b"content-type", b"application/json"))
-        return Reply(200, reply_headers, _json_bytes(payload.model_dump()))
+        content = payload.model_dump(by_alias=True, exclude={"class_"})
+        if class_name is not None:  # conditional models only
+            content["class"] = class_name
+        return Reply(200, reply_headers, _json_bytes(content))
 
     async def _image(
         self,
@@ -308,19 +329,27 @@ class FastPath:
         query = _image_query(scope["query_string"])
         negotiate(_text(headers.get(b"accept")), _IMAGE_TYPES)
         seed = parse_seed(seed_text)
-        etag = served.image_etag(seed, query.truncation, query.scale)
+        class_index = None
+        if query.class_ is not None or served.num_classes:
+            class_index = served.resolve_class(query.class_, "query parameter class")
+        etag = served.image_etag(seed, query.truncation, query.scale, class_index)
         reply_headers = self._headers_for(served)
         reply_headers += [
             (b"x-seed", str(seed).encode()),
             (b"etag", etag.encode()),
             (b"cache-control", self.cache_control),
         ]
+        if served.num_classes:
+            name = served.class_name(served.effective_class(seed, class_index))
+            reply_headers.append((b"x-class", _header_text(name)))
         if self.api_key is not None:
             reply_headers.append((b"vary", b"Authorization"))
         if etag_matches(_text(headers.get(b"if-none-match")), etag):
             return Reply(304, reply_headers)
         served.check_output_size(1, query.scale)
-        work = served.pngs(seeds=[seed], truncation=query.truncation, scale=query.scale)
+        work = served.pngs(
+            seeds=[seed], truncation=query.truncation, scale=query.scale, class_index=class_index
+        )
         (png,) = await cancel_on_disconnect(receive, work)
         reply_headers.append((b"content-type", b"image/png"))
         return Reply(200, reply_headers, png)
@@ -335,6 +364,14 @@ def _image_query(query_string: bytes) -> ImageQuery:
             {**problem, "loc": ("query", *problem.get("loc", ()))} for problem in error.errors()
         ]
         raise InvalidInput(describe_validation_errors(errors)) from None
+
+
+def _header_text(text: str) -> bytes:
+    """A header value: latin-1 where it can be, else percent-encoded UTF-8."""
+    try:
+        return text.encode("latin-1")
+    except UnicodeEncodeError:
+        return quote(text, safe=" /").encode("ascii")
 
 
 def _json_bytes(content: Any) -> bytes:

@@ -47,6 +47,15 @@ Truncation = Annotated[
         strict=True, gt=0, le=1, description="Multiplies the latent; 0 < t <= 1 (1 = unchanged)."
     ),
 ]
+ClassRef = Annotated[
+    Annotated[int, Field(strict=True)] | Annotated[str, Field(min_length=1, max_length=200)],
+    Field(
+        description="Class-conditional models only: a class name (case-insensitive) or its "
+        "index, as listed by GET /v1/models/{model}. Without it, seed s means class "
+        "s % num_classes; a latent needs one. Unconditional models answer 422.",
+        examples=["Sneaker"],
+    ),
+]
 Scale = Annotated[
     int,
     Field(strict=True, ge=1, le=MAX_SCALE, description="Nearest-neighbour upscaling factor."),
@@ -60,6 +69,7 @@ class GenerateRequest(BaseModel):
 
     seed: Seed | None = None
     latent: Latent | None = None
+    class_: ClassRef | None = Field(default=None, alias="class")
     truncation: Truncation = 1.0
     scale: Scale = 1
 
@@ -81,6 +91,14 @@ class BatchRequest(BaseModel):
     seed: Seed | None = Field(
         default=None, description="First seed with `count`; random if absent."
     )
+    classes: list[ClassRef] | None = Field(
+        default=None,
+        min_length=1,
+        description="Class-conditional models: one class per image (name or index).",
+    )
+    class_: ClassRef | None = Field(
+        default=None, alias="class", description="Class-conditional models: one class for all."
+    )
     truncation: Truncation = 1.0
     scale: Scale = 1
     columns: int | None = Field(
@@ -99,6 +117,12 @@ class BatchRequest(BaseModel):
             raise ValueError("seed goes with count; use seeds for a list")
         if self.count is not None and self.seed is not None and self.seed + self.count > MAX_SEED:
             raise ValueError("seed + count - 1 must stay below 2**63")
+        if self.classes is not None and self.class_ is not None:
+            raise ValueError("give either classes (one per image) or class (for all), not both")
+        if self.classes is not None and len(self.classes) != self.item_count:
+            raise ValueError(
+                f"classes has {len(self.classes)} entries for {self.item_count} images"
+            )
         return self
 
     @property
@@ -111,9 +135,16 @@ class BatchRequest(BaseModel):
 
 
 class GenerateResponse(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     model: str
     version: str
     seed: int | None = Field(description="The seed, or null when a latent was given.")
+    class_: str | None = Field(
+        default=None,
+        alias="class",
+        description="Class-conditional models only (absent otherwise): the image's class.",
+    )
     width: int = Field(description="Image width in pixels, after scaling.")
     height: int = Field(description="Image height in pixels, after scaling.")
     truncation: float
@@ -122,7 +153,12 @@ class GenerateResponse(BaseModel):
 
 
 class BatchImage(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
     seed: int | None
+    class_: str | None = Field(
+        default=None, alias="class", description="Conditional models: the image's class."
+    )
     png_base64: str
 
 
@@ -176,6 +212,11 @@ class ModelSummary(BaseModel):
     )
     providers: list[str] = Field(description="onnxruntime execution providers in use.")
     ready: bool = Field(description="Whether the model takes requests now.")
+    classes: list[str] | None = Field(
+        default=None,
+        description="Class-conditional models: the class names in index order (absent "
+        "for unconditional models).",
+    )
 
 
 class ModelList(BaseModel):
@@ -219,6 +260,7 @@ class LatentPoint(BaseModel):
 
     seed: Seed | None = None
     latent: Latent | None = None
+    class_: ClassRef | None = Field(default=None, alias="class")
 
     @model_validator(mode="after")
     def _seed_or_latent(self) -> LatentPoint:
@@ -272,4 +314,10 @@ class InterpolateResponse(BaseModel):
     scale: int
     start_seed: int | None = Field(description="The start's seed, or null for a latent.")
     end_seed: int | None = Field(description="The end's seed, or null for a latent.")
+    start_class: str | None = Field(
+        default=None, description="Class-conditional models only: the start's class."
+    )
+    end_class: str | None = Field(
+        default=None, description="Class-conditional models only: the end's class."
+    )
     frames: list[InterpolationFrame]

@@ -55,6 +55,14 @@ def loadtest_command(
     items: Annotated[
         int, typer.Option(min=1, help="Images per request on the batch endpoint.")
     ] = 64,
+    class_choice: Annotated[
+        str | None,
+        typer.Option(
+            "--class",
+            help="Class-conditional models: a class name or index for every image, or "
+            "'random' (a random class per image); default none (each seed's own class).",
+        ),
+    ] = None,
     concurrency: Annotated[
         str | None,
         typer.Option(help="Closed loop: comma-separated client counts, one step each [1,8,32]."),
@@ -143,6 +151,7 @@ def loadtest_command(
         model=model,
         endpoint=endpoint,
         items=items if endpoint == "batch" else 1,
+        class_choice=class_choice,
         clients=clients,
         rates=rates,
         arrivals=arrivals,
@@ -190,6 +199,7 @@ class RunSettings:
         self.model: str = values["model"]
         self.endpoint: str = values["endpoint"]
         self.items: int = values["items"]
+        self.class_choice: str | None = values.get("class_choice")
         self.clients: list[int] = values["clients"]
         self.rates: list[float] = values["rates"]
         self.arrivals: str = values["arrivals"]

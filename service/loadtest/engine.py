@@ -55,6 +55,7 @@ async def run_async(
         items=settings.items,
         api_key=settings.api_key,
         protocol=cast(Protocol, settings.protocol),
+        class_choice=settings.class_choice,
     )
     report = Report(
         target={
@@ -63,6 +64,7 @@ async def run_async(
             "endpoint": target.endpoint,
             "protocol": target.protocol,
             "items": target.items,
+            "class": target.class_choice,
             "mode": "closed" if settings.clients else "open",
             "arrivals": settings.arrivals if settings.rates else None,
             "duration_s": settings.duration_s,
@@ -82,12 +84,12 @@ async def run_async(
         # Preflight and scrapes: httpx's own transport, on a connection of their own.
         make_client(settings, None if lean else transport, connections=1) as side_client,
     ):
-        await preflight(side_client, target)
+        classes = await preflight(side_client, target)
         runner = LoadRunner(
             client,
             target,
             progress=progress,
-            factory=RequestFactory(target, first_seed=settings.seed),
+            factory=RequestFactory(target, first_seed=settings.seed, classes=classes),
             metrics_client=side_client,
             lean=lean,
             timeout_s=settings.timeout_s,

@@ -6,7 +6,9 @@ seed counter; the preflight turns an unusable target into one clear `TargetError
 
 from __future__ import annotations
 
+import random
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote
@@ -35,6 +37,9 @@ class Target:
     items: int = 1  # images per request (batch endpoint only)
     api_key: str | None = None
     protocol: Protocol = "v1"
+    # Class-conditional models: a class name or index for every request, or "random" (a
+    # random class per image); None: no class (a seed's own class, seed % num_classes).
+    class_choice: str | None = None
 
     def __post_init__(self) -> None:
         if self.protocol not in PROTOCOLS:
@@ -72,12 +77,21 @@ class Target:
 class RequestFactory:
     """The next request, as httpx arguments or as ready HTTP/1.1 bytes for the lean transport.
 
-    Every request gets seeds never used before in this run.
+    Every request gets seeds never used before in this run. `classes` (the model's class
+    names, from the preflight) turn the target's class choice into class indices.
     """
 
-    def __init__(self, target: Target, first_seed: int | None = None) -> None:
+    def __init__(
+        self, target: Target, first_seed: int | None = None, classes: Sequence[str] = ()
+    ) -> None:
         self.target = target
         self._next_seed = secrets.randbelow(MAX_SEED // 2) if first_seed is None else first_seed
+        self._num_classes = len(classes)
+        self._random_class = target.class_choice == "random"
+        self._class_rng = random.Random(first_seed)
+        self._fixed_class: int | None = None
+        if target.class_choice is not None and not self._random_class:
+            self._fixed_class = class_index(target.class_choice, classes)
         model_url = target.model_url
         v2 = target.protocol == "v2"
         self._v2 = v2
@@ -110,6 +124,11 @@ class RequestFactory:
         self._next_seed = seed + count
         return seed
 
+    def _class(self) -> int | None:
+        if self._random_class:
+            return self._class_rng.randrange(self._num_classes)
+        return self._fixed_class
+
     def _body(self) -> bytes:
         if self._v2:
             count = self.target.items
@@ -117,15 +136,31 @@ class RequestFactory:
             seeds = b",".join(b"%d" % seed for seed in range(first, first + count))
             return b"%s%d%s%s%s" % (_V2_HEAD, count, _V2_DATA, seeds, _V2_TAIL)
         if self.target.endpoint == "single":
-            return b'{"seed":%d}' % self._take_seeds(1)
+            seed = self._take_seeds(1)
+            chosen = self._class()
+            if chosen is None:
+                return b'{"seed":%d}' % seed
+            return b'{"seed":%d,"class":%d}' % (seed, chosen)
         count = self.target.items
-        return b'{"count":%d,"seed":%d}' % (count, self._take_seeds(count))
+        seed = self._take_seeds(count)
+        if self._random_class:
+            classes = b",".join(
+                b"%d" % self._class_rng.randrange(self._num_classes) for _ in range(count)
+            )
+            return b'{"count":%d,"seed":%d,"classes":[%s]}' % (count, seed, classes)
+        if self._fixed_class is not None:
+            return b'{"count":%d,"seed":%d,"class":%d}' % (count, seed, self._fixed_class)
+        return b'{"count":%d,"seed":%d}' % (count, seed)
+
+    def _query(self) -> str:
+        chosen = self._class()
+        return "" if chosen is None else f"?class={chosen}"
 
     def next(self) -> tuple[str, str, bytes | None]:
         """Method, URL and body of the next request (for an httpx client)."""
         endpoint = self.target.endpoint
         if endpoint == "get":
-            return "GET", f"{self._image_prefix}{self._take_seeds(1)}.png", None
+            return "GET", f"{self._image_prefix}{self._take_seeds(1)}.png{self._query()}", None
         url = self._generate_url if endpoint == "single" else self._batch_url
         return "POST", url, self._body()
 
@@ -133,7 +168,11 @@ class RequestFactory:
         """The next request as HTTP/1.1 bytes (for the lean transport)."""
         endpoint = self.target.endpoint
         if endpoint == "get":
-            return b"%s%d%s" % (self._get_image, self._take_seeds(1), self._get_tail)
+            seed = self._take_seeds(1)
+            if self._fixed_class is None and not self._random_class:
+                return b"%s%d%s" % (self._get_image, seed, self._get_tail)
+            query = self._query().encode()
+            return b"%s%d.png%s%s" % (self._get_image, seed, query, self._get_tail[4:])
         head = self._post_generate if endpoint == "single" else self._post_batch
         body = self._body()
         return b"%scontent-length: %d\r\n\r\n%s" % (head, len(body), body)
@@ -164,8 +203,35 @@ def _server_message(response: httpx.Response) -> str:
     return text[:200] or response.reason_phrase
 
 
-async def preflight(client: httpx.AsyncClient, target: Target) -> None:
-    """Check that the target answers and serves the model with this key; else TargetError."""
+def class_index(choice: str, classes: Sequence[str]) -> int:
+    """A class name (case-insensitive) or index among `classes`; ValueError otherwise."""
+    folded = [name.casefold() for name in classes]
+    text = choice.strip()
+    if text.casefold() in folded:
+        return folded.index(text.casefold())
+    if text.isdigit() and int(text) < len(classes):
+        return int(text)
+    listed = ", ".join(f"{i} {name!r}" for i, name in enumerate(classes))
+    raise ValueError(f"{choice!r} is not a class of the model; choose 'random' or one of: {listed}")
+
+
+def check_class_choice(target: Target, classes: Sequence[str]) -> None:
+    """TargetError when --class does not fit the model (unconditional, or an unknown class)."""
+    if target.class_choice is None:
+        return
+    if not classes:
+        raise TargetError(f"model {target.model} is not class-conditional; drop --class")
+    if target.class_choice != "random":
+        try:
+            class_index(target.class_choice, classes)
+        except ValueError as error:
+            raise TargetError(str(error)) from None
+
+
+async def preflight(client: httpx.AsyncClient, target: Target) -> list[str]:
+    """Check that the target answers and serves the model with this key (and that the class
+    choice fits it); returns the model's classes (empty for unconditional models), else
+    raises TargetError."""
     url = target.model_url
     try:
         response = await client.get(url, headers=target.headers | {"accept": "application/json"})
@@ -178,7 +244,12 @@ async def preflight(client: httpx.AsyncClient, target: Target) -> None:
     except httpx.HTTPError as error:
         raise TargetError(f"request to {url} failed: {_reason(error)}") from None
     if response.status_code == 200:
-        return
+        try:
+            classes = response.json().get("classes") or []
+        except (ValueError, AttributeError):
+            classes = []
+        check_class_choice(target, classes)
+        return [str(name) for name in classes]
     message = _server_message(response)
     if response.status_code == 401:
         hint = "pass --api-key" if not target.api_key else "check --api-key"

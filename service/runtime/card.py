@@ -56,6 +56,34 @@ class OnnxInfo(BaseModel):
     )
 
 
+class Conditioning(BaseModel):
+    """A class-conditional model's second input: class weights [batch, num_classes] float32
+    (one-hot for one class, a mixture to blend), and the class names in index order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_name: str = Field(min_length=1, description="Name of the class-weight input.")
+    classes: list[str] = Field(
+        min_length=2, max_length=1000, description="Class names, in the input's index order."
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _names_unique(cls, value: list[str]) -> list[str]:
+        folded = [name.casefold() for name in value]
+        if any(not name.strip() for name in value):
+            raise ValueError("class names must not be empty")
+        if len(set(folded)) != len(folded):
+            raise ValueError("class names must be unique (case-insensitively)")
+        if any(name.isdigit() for name in folded) and folded != [str(i) for i in range(len(value))]:
+            raise ValueError("a numeric class name must equal its index")
+        return value
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
 class ModelCard(BaseModel):
     """`model.json`: everything the service and a reader need to know about one model."""
 
@@ -73,12 +101,25 @@ class ModelCard(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict)
     metrics: dict[str, Any] = Field(default_factory=dict)
     onnx: OnnxInfo
+    conditioning: Conditioning | None = Field(
+        default=None, description="Present for class-conditional models only."
+    )
 
     @model_validator(mode="after")
     def _names_differ(self) -> ModelCard:
         if self.input_name == self.output_name:
             raise ValueError("input_name and output_name must differ")
+        if self.conditioning is not None and self.conditioning.input_name in (
+            self.input_name,
+            self.output_name,
+        ):
+            raise ValueError("conditioning.input_name must differ from input_name and output_name")
         return self
+
+    @property
+    def num_classes(self) -> int:
+        """How many classes the model is conditioned on; 0 for an unconditional model."""
+        return 0 if self.conditioning is None else self.conditioning.num_classes
 
     @classmethod
     def load(cls, path: Path) -> ModelCard:
@@ -86,7 +127,13 @@ class ModelCard(BaseModel):
         return cls.model_validate_json(Path(path).read_bytes())
 
     def dump(self, path: Path) -> None:
-        Path(path).write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        Path(path).write_text(
+            self.model_dump_json(
+                indent=2, exclude={"conditioning"} if self.conditioning is None else None
+            )
+            + "\n",
+            encoding="utf-8",
+        )
 
 
 def sha256_file(path: Path, chunk_bytes: int = 1 << 20) -> str:
@@ -111,3 +158,15 @@ def to_uint8(images: np.ndarray, output_range: tuple[float, float]) -> np.ndarra
     scaled = (np.asarray(images, dtype=np.float32) - lo) * (255.0 / (hi - lo))
     images_uint8: np.ndarray = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
     return images_uint8
+
+
+def class_for_seed(seed: int, num_classes: int) -> int:
+    """The seed contract for conditional models: a seed without a class means this class."""
+    return seed % num_classes
+
+
+def class_weights(classes: np.ndarray, num_classes: int) -> np.ndarray:
+    """One-hot float32 class weights [len(classes), num_classes] for class indices."""
+    weights = np.zeros((len(classes), num_classes), dtype=np.float32)
+    weights[np.arange(len(classes)), np.asarray(classes, dtype=np.int64)] = 1.0
+    return weights

@@ -20,6 +20,8 @@ from service.runtime.card import (
     CARD_FILENAME,
     ONNX_FILENAME,
     ModelCard,
+    class_for_seed,
+    class_weights,
     latent_for_seed,
     sha256_file,
 )
@@ -110,14 +112,23 @@ def _shape_text(shape: Sequence[object]) -> str:
 
 
 def check_signature(session: ort.InferenceSession, card: ModelCard, onnx_path: Path) -> None:
-    """The graph must take `[batch, latent_dim]` float32 and give `[batch, H, W, C]` float32."""
-    inputs = session.get_inputs()
-    names = [node.name for node in inputs]
-    if names != [card.input_name]:
-        raise InvalidModel(
-            onnx_path, f"graph inputs are {names}, but the card says input_name={card.input_name!r}"
-        )
-    node = inputs[0]
+    """The graph must take `[batch, latent_dim]` float32 (and, for a conditional card,
+    `[batch, num_classes]` float32 class weights) and give `[batch, H, W, C]` float32."""
+    inputs = {node.name: node for node in session.get_inputs()}
+    names = sorted(inputs)
+    expected_names = [card.input_name]
+    if card.conditioning is not None:
+        expected_names.append(card.conditioning.input_name)
+    if names != sorted(expected_names):
+        said = f"input_name={card.input_name!r}"
+        if card.conditioning is not None:
+            said += f" and conditioning.input_name={card.conditioning.input_name!r}"
+        else:
+            said += " and has no conditioning block"
+        raise InvalidModel(onnx_path, f"graph inputs are {names}, but the card says {said}")
+    if card.conditioning is not None:
+        check_class_input(inputs[card.conditioning.input_name], card, onnx_path)
+    node = inputs[card.input_name]
     expected_in = ["batch", card.latent_dim]
     shape = list(node.shape)
     if (
@@ -154,6 +165,24 @@ def check_signature(session: ort.InferenceSession, card: ModelCard, onnx_path: P
             onnx_path,
             f"output {node.name!r} is {node.type} {_shape_text(shape)}, but the card needs "
             f"float32 {_shape_text(expected_out)} (NHWC) with a dynamic batch axis",
+        )
+
+
+def check_class_input(node: ort.NodeArg, card: ModelCard, onnx_path: Path) -> None:
+    """A conditional graph's class-weight input: float32 `[batch, num_classes]`."""
+    expected = ["batch", card.num_classes]
+    shape = list(node.shape)
+    if (
+        node.type != FLOAT_TENSOR
+        or len(shape) != 2
+        or not _is_dynamic(shape[0])
+        or (not _is_dynamic(shape[1]) and shape[1] != card.num_classes)
+    ):
+        raise InvalidModel(
+            onnx_path,
+            f"class input {node.name!r} is {node.type} {_shape_text(shape)}, but the card "
+            f"({card.num_classes} classes) needs float32 {_shape_text(expected)} with a dynamic "
+            "batch axis",
         )
 
 
@@ -202,8 +231,12 @@ def warm_up(generator: ImageGenerator, onnx_path: Path, max_batch_size: int) -> 
     card = generator.card
     for rows in sorted({1, max_batch_size}):
         latents = np.stack([latent_for_seed(seed, card.latent_dim) for seed in range(rows)])
+        weights = None
+        if card.conditioning is not None:
+            classes = np.array([class_for_seed(seed, card.num_classes) for seed in range(rows)])
+            weights = class_weights(classes, card.num_classes)
         try:
-            raw = generator.run_raw(latents)
+            raw = generator.run_raw(latents, weights)
         except Exception as error:
             raise InvalidModel(onnx_path, f"warm-up run of {rows} rows failed: {error}") from error
         expected = (rows, *generator.image_shape)

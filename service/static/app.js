@@ -26,6 +26,7 @@ const state = {
   frameCursor: 0,
   timer: null,
   gridSeeds: [],
+  gridClasses: [], // each grid tile's class index (conditional models)
   gridColumns: 1,
 };
 
@@ -115,6 +116,40 @@ function seedJson(text) {
 function randomSeed() {
   const [value] = crypto.getRandomValues(new BigUint64Array(1));
   return (value & MAX_SEED).toString();
+}
+
+// -- classes (class-conditional models) ----------------------------------------------------
+
+function modelClasses() {
+  return state.model?.classes ?? [];
+}
+
+// Fill every class picker for the selected model; hide them for unconditional models.
+function buildClassPickers() {
+  const classes = modelClasses();
+  for (const field of document.querySelectorAll(".class-field")) field.hidden = classes.length === 0;
+  for (const count of document.querySelectorAll(".class-count")) count.textContent = String(classes.length);
+  for (const select of document.querySelectorAll(".class-picker")) {
+    const anyLabel = select.id === "grid-class" ? "any (one column per class)" : "any (the seed's class)";
+    select.replaceChildren(
+      new Option(anyLabel, ""),
+      ...classes.map((name, index) => new Option(`${index} ${name}`, String(index))),
+    );
+  }
+}
+
+// The picked class index as JSON text, or undefined for "any" (and unconditional models).
+function pickedClass(id) {
+  if (modelClasses().length === 0) return undefined;
+  const value = $(id).value;
+  return value === "" ? undefined : value;
+}
+
+// The class a seed means without one: seed % num_classes (the API's seed contract).
+function seedClass(seedText) {
+  const classes = modelClasses();
+  if (!classes.length || !/^[0-9]+$/.test(seedText)) return undefined;
+  return (BigInt(seedText) % BigInt(classes.length)).toString();
 }
 
 function modelPath(suffix) {
@@ -238,6 +273,12 @@ function selectModel(name) {
     (model.dataset?.name ? `, trained on ${model.dataset.name}` : "") +
     `; runs on ${model.providers.join(", ")}. ${model.description}`;
   $("scale").value = String(defaultScale(model, TARGET_IMAGE_PX));
+  buildClassPickers();
+  if (modelClasses().length) {
+    // One column per class, so an "any" grid shows each class down a column.
+    $("grid-columns").value = String(modelClasses().length);
+    $("grid-count").value = String(Math.min(64, modelClasses().length * 2));
+  }
   buildSliders(Math.min(SLIDER_COUNT, model.latent_dim));
   updateOutputs();
   seedChanged();
@@ -311,9 +352,12 @@ function renderImage() {
   const useLatent = state.edited && state.latent;
   const scale = Number($("scale").value);
   const truncation = $("truncation").value;
+  // An edited latent has no seed: it keeps the class its seed had, unless one is picked.
+  const chosenClass = pickedClass("class") ?? (useLatent ? seedClass(state.seed ?? "") : undefined);
   const body = jsonObject({
     seed: useLatent || seedText === "" ? undefined : seedJson(seedText),
     latent: useLatent ? JSON.stringify(state.latent) : undefined,
+    class: chosenClass,
     truncation: JSON.stringify(Number(truncation)),
     scale: JSON.stringify(scale),
   });
@@ -322,14 +366,17 @@ function renderImage() {
       method: "POST", body, accept: "image/png", as: "blob", signal,
     });
     const seed = headers.get("X-Seed");
+    const className = headers.get("X-Class");
     const img = $("image");
     showBlob(img, data);
     img.dataset.seed = seed ?? "";
+    img.dataset.class = className ?? "";
     img.dataset.latent = useLatent ? "edited" : "seed";
     img.dataset.truncation = truncation;
     img.dataset.scale = String(scale);
     img.alt = seed ? `Image of seed ${seed} from ${model.name}` : `Image of an edited latent from ${model.name}`;
-    const what = useLatent ? `seed ${state.seed} with edited latent` : `seed ${seed}`;
+    const what = (useLatent ? `seed ${state.seed} with edited latent` : `seed ${seed}`) +
+      (className ? ` \u00b7 ${className}` : "");
     $("image-caption").textContent =
       `${what} \u00b7 ${model.image.width * scale}\u00d7${model.image.height * scale} px \u00b7 ` +
       `${formatMs(latencyMs)} round trip`;
@@ -378,11 +425,17 @@ function renderGrid() {
   if (!state.model) return;
   const model = state.model;
   const count = Number($("grid-count").value);
-  const columns = Number($("grid-columns").value);
+  const classes = modelClasses();
+  const gridClass = pickedClass("grid-class");
+  // Conditional models, class "any": laid out by class, column j showing class j.
+  const byClass = classes.length > 0 && gridClass === undefined;
+  const columns = byClass ? classes.length : Number($("grid-columns").value);
   const tileScale = defaultScale(model, TARGET_TILE_PX);
   const body = jsonObject({
     count: JSON.stringify(count),
     seed: seedJson($("grid-seed").value),
+    classes: byClass ? JSON.stringify(Array.from({ length: count }, (_, i) => i % classes.length)) : undefined,
+    class: gridClass,
     columns: JSON.stringify(columns),
     truncation: JSON.stringify(Number($("truncation").value)),
     scale: JSON.stringify(tileScale),
@@ -394,12 +447,17 @@ function renderGrid() {
     const seeds = (headers.get("X-Seeds") ?? "").split(",").filter(Boolean);
     state.gridSeeds = seeds;
     state.gridColumns = Math.min(columns, seeds.length || 1);
+    state.gridClasses = (headers.get("X-Classes") ?? "").split(",").filter(Boolean);
     const img = $("grid");
     showBlob(img, data);
     img.dataset.seeds = seeds.join(",");
+    img.dataset.classes = state.gridClasses.join(",");
     img.alt = `Grid of ${seeds.length} images, seeds ${seeds[0]} to ${seeds.at(-1)}`;
+    const layout = byClass
+      ? ` \u00b7 columns: ${classes.join(", ")}`
+      : gridClass !== undefined ? ` \u00b7 all ${classes[Number(gridClass)]}` : "";
     $("grid-caption").textContent =
-      `seeds ${seeds[0]}\u2013${seeds.at(-1)} \u00b7 ${formatMs(latencyMs)} round trip \u00b7 click one to open it`;
+      `seeds ${seeds[0]}\u2013${seeds.at(-1)}${layout} \u00b7 ${formatMs(latencyMs)} round trip \u00b7 click one to open it`;
   });
 }
 
@@ -409,9 +467,11 @@ function openGridTile(event) {
   const rows = Math.ceil(state.gridSeeds.length / state.gridColumns);
   const column = Math.floor((event.offsetX / img.clientWidth) * state.gridColumns);
   const row = Math.floor((event.offsetY / img.clientHeight) * rows);
-  const seed = state.gridSeeds[row * state.gridColumns + column];
+  const index = row * state.gridColumns + column;
+  const seed = state.gridSeeds[index];
   if (seed === undefined) return;
   $("seed").value = seed;
+  if (modelClasses().length) $("class").value = state.gridClasses[index] ?? "";
   seedChanged();
   $("single").scrollIntoView({ behavior: "smooth" });
 }
@@ -420,8 +480,10 @@ function openGridTile(event) {
 
 function interpolationBody(scale, extra = {}) {
   return jsonObject({
-    start: jsonObject({ seed: seedJson($("interp-start").value) }),
-    end: jsonObject({ seed: seedJson($("interp-end").value) }),
+    start: jsonObject({
+      seed: seedJson($("interp-start").value), class: pickedClass("interp-start-class"),
+    }),
+    end: jsonObject({ seed: seedJson($("interp-end").value), class: pickedClass("interp-end-class") }),
     steps: JSON.stringify(Number($("interp-steps").value)),
     method: JSON.stringify($("interp-method").value),
     truncation: JSON.stringify(Number($("truncation").value)),
@@ -455,8 +517,9 @@ function renderInterpolation() {
     showFrame(0);
     showBlob($("interp-strip"), strip.data);
     setFigureState("strip-figure", "ready");
+    const classes = data.start_class ? ` (${data.start_class} \u2192 ${data.end_class})` : "";
     $("interp-caption").textContent =
-      `${data.method}, seeds ${$("interp-start").value.trim()} \u2192 ${$("interp-end").value.trim()}, ` +
+      `${data.method}, seeds ${$("interp-start").value.trim()} \u2192 ${$("interp-end").value.trim()}${classes}, ` +
       `${data.steps} frames \u00b7 ${formatMs(latencyMs)} round trip`;
     if (!window.matchMedia("(prefers-reduced-motion: reduce)").matches) startPlayer();
   });
@@ -548,6 +611,11 @@ function init() {
     renderImageSoon();
   });
   $("reset-latent").addEventListener("click", () => seedChanged());
+  $("class").addEventListener("change", () => renderImage());
+  $("grid-class").addEventListener("change", () => renderGrid());
+  for (const id of ["interp-start-class", "interp-end-class"]) {
+    $(id).addEventListener("change", () => renderInterpolation());
+  }
 
   $("grid-form").addEventListener("submit", (event) => {
     event.preventDefault();

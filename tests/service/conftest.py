@@ -33,11 +33,16 @@ def build_generator(
     conv: bool = False,
     fixed_batch: int | None = None,
     weight_seed: int = 0,
+    num_classes: int = 0,
+    class_input_name: str = "class_weights",
 ) -> onnx.ModelProto:
     """latent [N, d] -> dense -> activation -> [N, H, W, C] float32.
 
     With `conv`, a DCGAN-like path (dense -> ReLU -> ConvTranspose stride 2 -> activation ->
-    NCHW to NHWC), the kinds of kernels real exported generators run.
+    NCHW to NHWC), the kinds of kernels real exported generators run. With `num_classes`,
+    a class-conditional generator: a second input `class_input_name` [N, num_classes]
+    float32 whose product with a class matrix is added to the dense layer (so each class
+    shifts the image, and a blend of classes shifts it by the blend).
     """
     rng = np.random.default_rng(weight_seed)
     batch: int | str = fixed_batch if fixed_batch is not None else "batch"
@@ -62,7 +67,7 @@ def build_generator(
         ]
         nodes = [
             helper.make_node("Gemm", [input_name, "w_dense", "b_dense"], ["dense"]),
-            helper.make_node("Relu", ["dense"], ["relu"]),
+            helper.make_node("Relu", ["dense_c" if num_classes else "dense"], ["relu"]),
             helper.make_node("Reshape", ["relu", "nchw"], ["feature"]),
             helper.make_node(
                 "ConvTranspose", ["feature", "w_up"], ["up"], strides=[2, 2], pads=[1, 1, 1, 1]
@@ -79,13 +84,25 @@ def build_generator(
         nodes = [
             helper.make_node("MatMul", [input_name, "w_dense"], ["mm"]),
             helper.make_node("Add", ["mm", "b_dense"], ["dense"]),
-            helper.make_node(activation, ["dense"], ["act"]),
+            helper.make_node(activation, ["dense_c" if num_classes else "dense"], ["act"]),
             helper.make_node("Reshape", ["act", "nhwc"], [output_name]),
         ]
+    inputs = [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, latent_dim])]
+    if num_classes:
+        dense_size = initializers[1].dims[0]
+        initializers.append(weight("w_class", num_classes, dense_size, scale=2.0))
+        after = next(i for i, node in enumerate(nodes) if "dense" in node.output) + 1
+        nodes[after:after] = [
+            helper.make_node("MatMul", [class_input_name, "w_class"], ["class_shift"]),
+            helper.make_node("Add", ["dense", "class_shift"], ["dense_c"]),
+        ]
+        inputs.append(
+            helper.make_tensor_value_info(class_input_name, TensorProto.FLOAT, [batch, num_classes])
+        )
     graph = helper.make_graph(
         nodes,
         "tiny_generator",
-        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, [batch, latent_dim])],
+        inputs,
         [
             helper.make_tensor_value_info(
                 output_name, TensorProto.FLOAT, [batch, height, width, channels]
@@ -126,9 +143,20 @@ def card_for(
         "metrics": {"fid": None},
         "onnx": {"opset": OPSET, "sha256": sha256_file(onnx_path), "producers": {"onnx": "test"}},
     }
+    if len(graph.input) == 2:
+        class_input = graph.input[1]
+        num_classes = class_input.type.tensor_type.shape.dim[1].dim_value
+        card["conditioning"] = {
+            "input_name": class_input.name,
+            "classes": list(TINY_CLASSES[:num_classes]),
+        }
     card.update(overrides)
     return card
 
+
+# Class names of the tiny conditional generators (mixed case, a space: names are matched
+# case-insensitively).
+TINY_CLASSES = ("Cat", "Dog", "Ankle boot", "Bird", "Fish", "Frog", "Horse", "Ship")
 
 ModelFactory = Callable[..., Path]
 
@@ -157,6 +185,13 @@ def make_model(tmp_path: Path) -> ModelFactory:
 
 GAN = "tiny-gan"  # conv generator, RGB 8x8, latent 16, tanh
 VAE = "tiny-vae"  # dense decoder, grayscale 6x6, latent 4, sigmoid
+CGAN = "tiny-cgan"  # class-conditional conv generator, grayscale 8x8, latent 6, 3 classes
+
+
+def make_conditional(make_model: ModelFactory, root: Path, name: str = CGAN) -> Path:
+    return make_model(
+        name, root, latent_dim=6, height=8, width=8, channels=1, conv=True, num_classes=3
+    )
 
 
 @pytest.fixture

@@ -27,25 +27,41 @@ def decode_png(png: bytes) -> np.ndarray:
     return pixels[:, :, None] if pixels.ndim == 2 else pixels
 
 
-def reference_images(model_dir: Path, latents: np.ndarray) -> np.ndarray:
-    """What the model should produce, computed straight from onnxruntime one row at a time."""
+def reference_images(
+    model_dir: Path, latents: np.ndarray, class_weights: np.ndarray | None = None
+) -> np.ndarray:
+    """What the model should produce, computed straight from onnxruntime one row at a time
+    (a conditional model's class weights `[n, num_classes]` beside the latents)."""
     card = ModelCard.load(model_dir / CARD_FILENAME)
     session = ort.InferenceSession(
         str(model_dir / ONNX_FILENAME), providers=["CPUExecutionProvider"]
     )
-    rows = [
-        session.run([card.output_name], {card.input_name: latents[i : i + 1]})[0]
-        for i in range(latents.shape[0])
-    ]
+
+    def feed(i: int) -> dict[str, np.ndarray]:
+        inputs = {card.input_name: latents[i : i + 1]}
+        if card.conditioning is not None:
+            assert class_weights is not None, "a conditional model needs class weights"
+            inputs[card.conditioning.input_name] = class_weights[i : i + 1].astype(np.float32)
+        return inputs
+
+    rows = [session.run([card.output_name], feed(i))[0] for i in range(latents.shape[0])]
     return to_uint8(np.concatenate(rows), card.image.output_range)
 
 
-def reference_for_seed(model_dir: Path, seed: int, truncation: float = 1.0) -> np.ndarray:
+def reference_for_seed(
+    model_dir: Path, seed: int, truncation: float = 1.0, class_index: int | None = None
+) -> np.ndarray:
+    """The image of a seed; for a conditional model as `class_index` (default: the seed
+    contract's seed % num_classes)."""
     card = ModelCard.load(model_dir / CARD_FILENAME)
     latent = latent_for_seed(seed, card.latent_dim)
     if truncation != 1.0:
         latent = latent * np.float32(truncation)
-    return reference_images(model_dir, latent[None, :])[0]
+    weights = None
+    if card.conditioning is not None:
+        index = seed % card.num_classes if class_index is None else class_index
+        weights = np.eye(card.num_classes, dtype=np.float32)[[index]]
+    return reference_images(model_dir, latent[None, :], weights)[0]
 
 
 def dataplane(client: httpx.AsyncClient) -> DataPlane:
@@ -75,12 +91,12 @@ class HeldModel:
 def hold_model(model: ServedModel) -> Iterator[HeldModel]:
     held = HeldModel()
     generator = model.loaded.generator
-    original: Callable[[np.ndarray], np.ndarray] = generator.generate
+    original: Callable[..., np.ndarray] = generator.generate
 
-    def blocking(latents: np.ndarray) -> np.ndarray:
+    def blocking(latents: np.ndarray, *class_weights: np.ndarray) -> np.ndarray:
         held.entered.set()
         held.gate.wait(PATIENCE_S)
-        return original(latents)
+        return original(latents, *class_weights)
 
     generator.generate = blocking  # type: ignore[method-assign]
     try:

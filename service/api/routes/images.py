@@ -75,12 +75,21 @@ async def seeded_image(
     request: Request,
     truncation: Annotated[float, Query(gt=0, le=1)] = 1.0,
     scale: Annotated[int, Query(ge=1, le=MAX_SCALE)] = 1,
+    class_: Annotated[
+        str | None,
+        Query(
+            alias="class",
+            description="Class-conditional models: a class name (case-insensitive) or index; "
+            "default seed % num_classes. Part of the ETag.",
+        ),
+    ] = None,
     if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The PNG for a seed, identical to POST generate; cacheable forever (strong ETag).
 
-    `truncation` and `scale` as for POST generate; HEAD answers the same headers. With an
-    API key configured, `Cache-Control` is `private` and the answer varies by Authorization.
+    `truncation`, `scale` and (conditional models) `class` as for POST generate; HEAD
+    answers the same headers. With an API key configured, `Cache-Control` is `private` and
+    the answer varies by Authorization.
     """
     return await _fast_path_reply(request)
 
@@ -101,6 +110,7 @@ async def generate_batch(
     body = await parse_body(request, BatchRequest)
     dataplane.check_item_count(body.item_count)
     seeds: list[int | None]
+    wanted = batch_classes(served, body)
     if body.latents is not None:
         latents = served.latents_from_values(body.latents, body.truncation)
         seeds = [None] * len(body.latents)
@@ -113,16 +123,26 @@ async def generate_batch(
             seed_list = list(range(start, start + count))
         latents = served.latents_for_seeds(seed_list, body.truncation)
         seeds = list(seed_list)
+    classes: list[int] | None = None
+    weights = None
+    if served.num_classes:
+        classes = [
+            served.effective_class(seed, index, f"latents[{i}]")
+            for i, (seed, index) in enumerate(zip(seeds, wanted, strict=True))
+        ]
+        weights = served.class_weight_rows(classes)
     headers = model_headers(served)
     if media_type == PNG:
         served.check_output_size(len(seeds), body.scale, body.columns)
     else:
         served.check_output_size(1, body.scale)
-    images = await cancel_on_disconnect(request.receive, served.images(latents))
+    images = await cancel_on_disconnect(request.receive, served.images(latents, weights))
     if media_type == PNG:
         grid = await encode_grid_png(images, body.columns, body.scale)
         if seeds[0] is not None:
             headers["X-Seeds"] = ",".join(str(seed) for seed in seeds)
+        if classes is not None:
+            headers["X-Classes"] = ",".join(str(index) for index in classes)
         return Response(content=grid, media_type=PNG, headers=headers)
     pngs = await encode_pngs(images, body.scale)
     payload = BatchResponse(
@@ -135,4 +155,19 @@ async def generate_batch(
             for seed, png in zip(seeds, pngs, strict=True)
         ],
     )
-    return JSONResponse(payload.model_dump(), headers=headers)
+    content = payload.model_dump(by_alias=True, exclude={"images": {"__all__": {"class_"}}})
+    if classes is not None:  # conditional models: each image's class
+        for image, index in zip(content["images"], classes, strict=True):
+            image["class"] = served.class_name(index)
+    return JSONResponse(content, headers=headers)
+
+
+def batch_classes(served: ServedModel, body: BatchRequest) -> list[int | None]:
+    """Each image's requested class index (None: none given), checked against the model."""
+    count = body.item_count
+    if body.classes is not None:
+        return [
+            served.resolve_class(value, f"classes[{index}]")
+            for index, value in enumerate(body.classes)
+        ]
+    return [served.resolve_class(body.class_)] * count

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, Request
 from pydantic import BaseModel
 from starlette.responses import JSONResponse, Response
@@ -122,15 +123,27 @@ async def interpolate_latents(
     `slerp` follows the great circle between the two latents (default), `lerp` the straight
     line; `truncation` scales both ends. The first and last frames equal the images of the
     start and end. The frames go through the model's batcher like any other images.
+
+    Class-conditional models: each end may name its `class` (default: its seed's class,
+    seed % num_classes; a latent end needs one). The class weights move linearly from the
+    start's class to the end's, in step with the latent path, so the frames blend from one
+    class into the other.
     """
     media_type = negotiate(request.headers.get("accept"), [PNG, GIF, JSON])
     body = await parse_body(request, InterpolateRequest)
     dataplane.check_item_count(body.steps)
     start = served.latent_point(body.start.seed, body.start.latent, "start", body.truncation)
     end = served.latent_point(body.end.seed, body.end.latent, "end", body.truncation)
+    start_class = served.resolve_class(body.start.class_, "start.class")
+    end_class = served.resolve_class(body.end.class_, "end.class")
+    weights = None
+    if served.num_classes:
+        start_class = served.effective_class(body.start.seed, start_class, "start.latent")
+        end_class = served.effective_class(body.end.seed, end_class, "end.latent")
+        weights = class_path(served, start_class, end_class, body.steps)
     latents = served.interpolation_latents(start, end, body.steps, body.method)
     check_output_pixels(_output_pixels(served, body, media_type))
-    images = await cancel_on_disconnect(request.receive, served.images(latents))
+    images = await cancel_on_disconnect(request.receive, served.images(latents, weights))
     headers = model_headers(served)
     if media_type == PNG:
         strip = await encode_grid_png(images, body.columns or body.steps, body.scale)
@@ -140,6 +153,8 @@ async def interpolate_latents(
         return Response(content=gif, media_type=GIF, headers=headers)
     pngs = await encode_pngs(images, body.scale)
     payload = InterpolateResponse(
+        start_class=None if start_class is None else served.class_name(start_class),
+        end_class=None if end_class is None else served.class_name(end_class),
         model=served.name,
         version=served.card.version,
         method=body.method,
@@ -157,4 +172,17 @@ async def interpolate_latents(
             for index, (t, png) in enumerate(zip(positions(body.steps), pngs, strict=True))
         ],
     )
-    return JSONResponse(payload.model_dump(), headers=headers)
+    content = payload.model_dump()
+    if not served.num_classes:  # unconditional models: no class keys
+        del content["start_class"], content["end_class"]
+    return JSONResponse(content, headers=headers)
+
+
+def class_path(served: ServedModel, start: int, end: int, steps: int) -> np.ndarray:
+    """Class weights `[steps, num_classes]` moving linearly from `start`'s one-hot to `end`'s,
+    in step with the latent path's positions (the ends exactly one-hot)."""
+    ends = served.class_weight_rows([start, end]).astype(np.float64)
+    t = positions(steps)[:, None]
+    weights: np.ndarray = ((1.0 - t) * ends[0] + t * ends[1]).astype(np.float32)
+    weights[0], weights[-1] = ends[0], ends[1]
+    return weights

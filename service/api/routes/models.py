@@ -50,10 +50,11 @@ def summary(served: ServedModel, dataplane: DataPlane) -> ModelSummary:
         metrics=headline_metrics(card.metrics),
         providers=served.providers,
         ready=dataplane.ready,
+        **({"classes": served.classes} if served.num_classes else {}),
     )
 
 
-@router.get("", response_model=ModelList)
+@router.get("", response_model=ModelList, response_model_exclude_unset=True)
 async def list_models(dataplane: DataPlaneDep) -> ModelList:
     """Every served model in a few lines: kind, version, latent size, image shape, data set name,
     headline quality, providers, readiness. Training, the whole quality report and ONNX details:

@@ -349,6 +349,6 @@ async def test_endpoints_are_in_the_openapi_schema(client: httpx.AsyncClient) ->
     )
     # Nested models are inlined: a "#/$defs/..." reference would dangle inside OpenAPI.
     assert "#/$defs/" not in json.dumps(operation)
-    assert set(body_schema["properties"]["start"]["properties"]) == {"seed", "latent"}
+    assert set(body_schema["properties"]["start"]["properties"]) == {"seed", "latent", "class"}
     assert "/v1/models/{model}/latents/{seed}" in schema["paths"]
     assert "/" not in schema["paths"]  # the playground page is not part of the API

@@ -191,3 +191,90 @@ def test_padded_runs_give_the_same_rows(make_model: ModelFactory) -> None:
     assert plain.pad_to_rows is None and padded.pad_to_rows == 4
     latents = np.stack([latent_for_seed(s, 16) for s in range(9)])
     np.testing.assert_array_equal(plain.run_raw(latents), padded.run_raw(latents))
+
+
+# -- class-conditional models: the second input is checked against the card ---------------
+
+
+def test_conditional_model_loads_and_needs_its_class_weights(make_model: ModelFactory) -> None:
+    folder = make_model("cond", latent_dim=5, height=4, width=4, channels=1, num_classes=4)
+    model = load_model(folder, CPU_PLAN, max_batch_size=4)
+    assert model.card.conditioning is not None and model.card.num_classes == 4
+    latents = np.stack([latent_for_seed(s, 5) for s in range(2)])
+    weights = np.eye(4, dtype=np.float32)[[0, 3]]
+    images = model.generator.generate(latents, weights)
+    assert images.shape == (2, 4, 4, 1)
+    # The class input matters: the same latents as other classes are other images.
+    assert not np.array_equal(images, model.generator.generate(latents, weights[::-1].copy()))
+    with pytest.raises(ValueError, match="needs class weights"):
+        model.generator.generate(latents)
+    with pytest.raises(ValueError, match=r"class weights have shape \[2, 3\], expected \[2, 4\]"):
+        model.generator.generate(latents, weights[:, :3].copy())
+
+
+def test_unconditional_generator_takes_no_class_weights(make_model: ModelFactory) -> None:
+    model = load_model(make_model("plain", latent_dim=3), CPU_PLAN)
+    with pytest.raises(ValueError, match="takes no class weights"):
+        model.generator.generate(np.zeros((1, 3), np.float32), np.ones((1, 2), np.float32))
+
+
+@pytest.mark.parametrize(
+    ("conditioning", "message"),
+    [
+        (
+            {"input_name": "labels", "classes": ["a", "b", "c"]},
+            r"graph inputs are \['class_weights', 'latent'\], but the card says "
+            r"input_name='latent' and conditioning.input_name='labels'",
+        ),
+        (
+            {"input_name": "class_weights", "classes": ["a", "b"]},
+            r"class input 'class_weights' is tensor\(float\) \[\?, 3\], but the card "
+            r"\(2 classes\) needs float32 \[\?, 2\]",
+        ),
+        (
+            None,
+            r"graph inputs are \['class_weights', 'latent'\], but the card says "
+            r"input_name='latent' and has no conditioning block",
+        ),
+    ],
+)
+def test_conditioning_mismatch_is_refused(
+    make_model: ModelFactory, conditioning: dict[str, Any] | None, message: str
+) -> None:
+    folder = make_model("cond", latent_dim=5, num_classes=3)
+    card = json.loads((folder / CARD_FILENAME).read_text())
+    if conditioning is None:
+        del card["conditioning"]
+    else:
+        card["conditioning"] = conditioning
+    (folder / CARD_FILENAME).write_text(json.dumps(card))
+    with pytest.raises(InvalidModel, match=message) as caught:
+        load_model(folder, CPU_PLAN)
+    assert caught.value.path == folder / ONNX_FILENAME
+
+
+def test_a_conditioning_block_on_a_one_input_graph_is_refused(make_model: ModelFactory) -> None:
+    folder = make_model("plain", latent_dim=3)
+    edit_card(folder, conditioning={"input_name": "class_weights", "classes": ["a", "b"]})
+    with pytest.raises(InvalidModel, match=r"graph inputs are \['latent'\], but the card says"):
+        load_model(folder, CPU_PLAN)
+
+
+@pytest.mark.parametrize(
+    ("conditioning", "message"),
+    [
+        ({"input_name": "c", "classes": ["a", "A"]}, "unique"),
+        ({"input_name": "c", "classes": ["only"]}, "at least 2"),
+        ({"input_name": "c", "classes": ["a", " "]}, "must not be empty"),
+        ({"input_name": "c", "classes": ["1", "0"]}, "numeric class name must equal its index"),
+        ({"input_name": "latent", "classes": ["a", "b"]}, "must differ"),
+        ({"classes": ["a", "b"]}, "input_name"),
+    ],
+)
+def test_invalid_conditioning_blocks_are_refused(
+    make_model: ModelFactory, conditioning: dict[str, Any], message: str
+) -> None:
+    folder = make_model("cond", latent_dim=5, num_classes=2)
+    edit_card(folder, conditioning=conditioning)
+    with pytest.raises(InvalidModel, match=f"invalid model card.*{message}"):
+        load_model(folder, CPU_PLAN)
