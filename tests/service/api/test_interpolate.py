@@ -189,7 +189,8 @@ async def test_same_request_same_bytes(client: httpx.AsyncClient) -> None:
 
 
 async def test_frames_go_through_the_models_batcher(make_client: ClientFactory) -> None:
-    async with make_client(max_batch_size=8) as client:
+    # One queue for all (no priority lane), so the single image simply joins the frames.
+    async with make_client(max_batch_size=8, priority_max_items=0) as client:
         model = served(client, GAN)
         with hold_model(model) as held:
             running = asyncio.create_task(generate(client, seed=1))
