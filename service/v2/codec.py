@@ -24,6 +24,7 @@ from service.runtime.card import MAX_SEED, ModelCard
 
 LATENT = "latent"
 SEED = "seed"
+CLASS = "class"
 IMAGE = "image"
 PNG = "png"
 INPUT_NAMES = (LATENT, SEED)
@@ -46,7 +47,10 @@ class TensorSpec:
 
 
 def input_specs(card: ModelCard) -> list[TensorSpec]:
-    return [TensorSpec(LATENT, "FP32", (-1, card.latent_dim)), TensorSpec(SEED, "INT64", (-1,))]
+    specs = [TensorSpec(LATENT, "FP32", (-1, card.latent_dim)), TensorSpec(SEED, "INT64", (-1,))]
+    if card.conditioning is not None:  # class-conditional: a class index per row
+        specs.append(TensorSpec(CLASS, "INT64", (-1,)))
+    return specs
 
 
 def output_specs(card: ModelCard) -> list[TensorSpec]:
@@ -75,6 +79,7 @@ class Inputs:
     count: int
     seeds: list[int] | None = None
     latents: np.ndarray | None = None  # float32 [count, latent_dim], all finite
+    classes: list[int] | None = None  # conditional models: a class index per row
 
 
 def check_shape(value: object, where: str) -> list[int]:
@@ -93,21 +98,53 @@ def decode_inputs(
     """The request's `latent` or `seed`, checked against the model; TensorError otherwise,
     TooManyItems (413) for more rows than `max_items` (checked before any data is read)."""
     seen: dict[str, RawInput] = {}
+    names = INPUT_NAMES + ((CLASS,) if card.conditioning is not None else ())
     for tensor in tensors:
-        if tensor.name not in INPUT_NAMES:
+        if tensor.name not in names:
             raise TensorError(
                 f"unknown input {quoted(tensor.name)}; model {model} takes 'latent' "
                 f"(FP32 [n, {card.latent_dim}]) or 'seed' (INT64 [n])"
+                + (", and 'class' (INT64 [n])" if card.conditioning is not None else "")
             )
         if tensor.name in seen:
             raise TensorError(f"input {quoted(tensor.name)} is given twice")
         seen[tensor.name] = tensor
+    class_tensor = seen.pop(CLASS, None)
     if len(seen) != 1:
         raise TensorError(
             "give exactly one input: 'latent' or 'seed'"
             + (" (not both)" if len(seen) > 1 else f"; model {model} takes either")
         )
-    (tensor,) = seen.values()
+    inputs = _decode_rows(next(iter(seen.values())), card, max_items)
+    if card.conditioning is None:
+        return inputs
+    classes = card.conditioning.classes
+    if class_tensor is None:
+        if inputs.latents is not None:
+            raise TensorError(
+                f"model {model} is class-conditional: a latent needs the input 'class' "
+                f"(INT64 [n], 0..{len(classes) - 1}: {', '.join(classes)})"
+            )
+        return inputs  # a seed's own class, seed % num_classes
+    if class_tensor.datatype != "INT64":
+        raise TensorError(f"input 'class' must be INT64, got {quoted(class_tensor.datatype)}")
+    if class_tensor.shape != [inputs.count]:
+        raise TensorError(
+            f"input 'class' must have shape [{inputs.count}] (one per row), "
+            f"got {class_tensor.shape}"
+        )
+    indices = _int64_elements(class_tensor, inputs.count)
+    bad = next((c for c in indices if not 0 <= c < len(classes)), None)
+    if bad is not None:
+        raise TensorError(
+            f"class {bad} is not one of model {model}'s classes: 0..{len(classes) - 1} "
+            f"({', '.join(classes)})"
+        )
+    return Inputs(inputs.count, inputs.seeds, inputs.latents, indices)
+
+
+def _decode_rows(tensor: RawInput, card: ModelCard, max_items: int) -> Inputs:
+    """The `latent` or `seed` tensor, checked."""
     if tensor.name == SEED:
         expected_type, row_shape = "INT64", []
     else:
