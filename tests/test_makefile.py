@@ -19,9 +19,12 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs make
 
 def planned(workdir: Path, target: str) -> list[str]:
     """The commands `make <target>` would run."""
+    # Not the calling make's flags: under `make test` they would add "Entering/Leaving directory".
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     result = subprocess.run(
-        ["make", "-n", target, "SUDO=false"],
+        ["make", "--no-print-directory", "-n", target, "SUDO=false"],
         cwd=workdir,
+        env=env,
         capture_output=True,
         text=True,
         check=True,

@@ -53,7 +53,7 @@ def test_cpu_image_is_small_layered_and_labelled(
     assert config["Labels"]["org.opencontainers.image.licenses"] == "Apache-2.0"
     assert config["Labels"]["io.imagegen.runtime"] == "cpu"
     assert config["Entrypoint"] == ["imagegen"] and config["Cmd"] == ["serve"]
-    assert config["ExposedPorts"] == {"8000/tcp": {}}
+    assert config["ExposedPorts"] == {"8000/tcp": {}, "8001/tcp": {}}  # HTTP, gRPC
     assert "/readyz" in " ".join(config["Healthcheck"]["Test"])
     # Nothing in the image's history installs system packages or compilers.
     history = engine.run("history", "--no-trunc", "--format", "{{.CreatedBy}}", cpu_image.tag)
