@@ -24,6 +24,12 @@ DISTRIBUTION = re.search(
     r'^name = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M
 )[1]  # type: ignore[index]
 SHIPPED_MODELS = sorted(p.name for p in (ROOT / "models").iterdir() if (p / "model.json").is_file())
+# `imagegen fp16` makes no variant of a class-conditional model yet.
+FP16_MODELS = [
+    name
+    for name in SHIPPED_MODELS
+    if "conditioning" not in json.loads((ROOT / "models" / name / "model.json").read_text())
+]
 
 
 def in_image(engine: Engine, tag: str, script: str) -> str:
@@ -159,8 +165,8 @@ def test_fp16_variant_build_adds_an_fp16_model_per_model(
         )
     )
     models = listing["models"]
-    assert sorted(models) == sorted([*SHIPPED_MODELS, *(f"{m}-fp16" for m in SHIPPED_MODELS)])
-    for name in SHIPPED_MODELS:
+    assert sorted(models) == sorted([*SHIPPED_MODELS, *(f"{m}-fp16" for m in FP16_MODELS)])
+    for name in FP16_MODELS:
         card = models[f"{name}-fp16"]
         assert card["onnx"]["precision"] == "fp16"
         assert card["onnx"]["converted_from"]["name"] == name
