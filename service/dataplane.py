@@ -13,9 +13,10 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -329,6 +330,29 @@ class ServedModel:
         results = await self.run(jobs)
         return results  # type: ignore[return-value]  # no job asked for PNG bytes
 
+    def jobs(
+        self,
+        *,
+        seeds: Sequence[int] | None = None,
+        latents: np.ndarray | None = None,
+        truncation: float = 1.0,
+        png_scale: int = 0,
+        classes: Sequence[int] | None = None,
+    ) -> list[ImageJob]:
+        """Batcher jobs for seeds or latent rows; with `classes` (a conditional model's class
+        index per row, already resolved) they carry their class."""
+        if latents is None:
+            assert seeds is not None, "give seeds or latents"
+            sources: Iterable[tuple[int | None, np.ndarray | None]] = zip(seeds, repeat(None))
+        else:
+            sources = zip(repeat(None), latents)
+        if classes is None:
+            return [ImageJob(seed, latent, truncation, png_scale) for seed, latent in sources]
+        return [
+            ClassImageJob(seed, latent, truncation, png_scale, index)
+            for (seed, latent), index in zip(sources, classes, strict=True)
+        ]
+
     async def pngs(
         self,
         *,
@@ -336,49 +360,23 @@ class ServedModel:
         latents: np.ndarray | None = None,
         truncation: float = 1.0,
         scale: int = 1,
-        class_index: int | None = None,
+        classes: Sequence[int] | None = None,
     ) -> list[bytes]:
         """PNG bytes for seeds or latent rows, through the batcher, upscaled `scale` times;
-        `class_index` (a conditional model's class for every image, already resolved).
+        `classes`: a conditional model's class index per row (already resolved).
 
         Small images are encoded in the inference thread with their batch; larger ones (whose
         encoding would hold up the next batch) in a worker thread of their own.
         """
         image = self.card.image
         in_batch = image.height * image.width * scale * scale <= INLINE_PNG_MAX_PIXELS
-        png_scale = scale if in_batch else 0
-        jobs: list[ImageJob]
-        if class_index is not None:  # a conditional model's class (resolved by the caller)
-            if latents is not None:
-                jobs = [
-                    ClassImageJob(
-                        latent=row,
-                        truncation=truncation,
-                        png_scale=png_scale,
-                        class_index=class_index,
-                    )
-                    for row in latents
-                ]
-            else:
-                assert seeds is not None, "give seeds or latents"
-                jobs = [
-                    ClassImageJob(
-                        seed=seed,
-                        truncation=truncation,
-                        png_scale=png_scale,
-                        class_index=class_index,
-                    )
-                    for seed in seeds
-                ]
-        elif latents is not None:
-            jobs = [
-                ImageJob(latent=row, truncation=truncation, png_scale=png_scale) for row in latents
-            ]
-        else:
-            assert seeds is not None, "give seeds or latents"
-            jobs = [
-                ImageJob(seed=seed, truncation=truncation, png_scale=png_scale) for seed in seeds
-            ]
+        jobs = self.jobs(
+            seeds=seeds,
+            latents=latents,
+            truncation=truncation,
+            png_scale=scale if in_batch else 0,
+            classes=classes,
+        )
         results = await self.run(jobs)
         if in_batch:
             return results  # type: ignore[return-value]  # every job asked for PNG bytes

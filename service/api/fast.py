@@ -281,13 +281,16 @@ class FastPath:
                 latents=latents,
                 truncation=body.truncation,
                 scale=body.scale,
-                class_index=class_index,
+                classes=None if class_index is None else [class_index],
             )
         else:
             if seed is None:
                 seed = random_seed()
             work = served.pngs(
-                seeds=[seed], truncation=body.truncation, scale=body.scale, class_index=class_index
+                seeds=[seed],
+                truncation=body.truncation,
+                scale=body.scale,
+                classes=None if class_index is None else [class_index],
             )
         (png,) = await cancel_on_disconnect(receive, work)
         reply_headers = self._headers_for(served)
@@ -348,7 +351,10 @@ class FastPath:
             return Reply(304, reply_headers)
         served.check_output_size(1, query.scale)
         work = served.pngs(
-            seeds=[seed], truncation=query.truncation, scale=query.scale, class_index=class_index
+            seeds=[seed],
+            truncation=query.truncation,
+            scale=query.scale,
+            classes=None if class_index is None else [class_index],
         )
         (png,) = await cancel_on_disconnect(receive, work)
         reply_headers.append((b"content-type", b"image/png"))

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from service import __version__
-from service.dataplane import ClassImageJob, DataPlane, ImageJob, ServedModel, encode_pngs
+from service.dataplane import DataPlane, ServedModel, encode_pngs
 from service.errors import ModelNotFound, quoted
 from service.v2.codec import (
     IMAGE,
@@ -88,33 +88,18 @@ async def infer(
         inputs, served.card, dataplane.settings.max_items_per_request, served.name
     )
     wanted = list(outputs) or list(OUTPUT_NAMES)
-    rows: list[ImageJob]
-    if decoded.classes is not None:
-        sources: list[dict[str, Any]] = (
-            [{"latent": row} for row in decoded.latents]
-            if decoded.latents is not None
-            else [{"seed": seed} for seed in decoded.seeds or []]
-        )
-        rows = [
-            ClassImageJob(**source, class_index=index)
-            for source, index in zip(sources, decoded.classes, strict=True)
-        ]
-    elif decoded.latents is not None:
-        rows = [ImageJob(latent=row) for row in decoded.latents]
-    else:
-        assert decoded.seeds is not None
-        rows = [ImageJob(seed=seed) for seed in decoded.seeds]
     images: list[np.ndarray] | None = None
     pngs: list[bytes] | None = None
     if IMAGE in wanted:
-        images = await served.run(rows)  # type: ignore[assignment]  # no job asked for PNGs
+        jobs = served.jobs(seeds=decoded.seeds, latents=decoded.latents, classes=decoded.classes)
+        images = await served.run(jobs)  # type: ignore[assignment]  # no job asked for PNGs
         if PNG in wanted:
             assert images is not None
             pngs = await encode_pngs(images)
-    elif decoded.classes is not None:
-        pngs = await encode_pngs(await served.run(rows))  # type: ignore[arg-type]
     else:
-        pngs = await served.pngs(seeds=decoded.seeds, latents=decoded.latents)
+        pngs = await served.pngs(
+            seeds=decoded.seeds, latents=decoded.latents, classes=decoded.classes
+        )
     results: list[Output] = []
     for name in wanted:
         if name == IMAGE:
