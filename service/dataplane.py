@@ -77,6 +77,11 @@ def random_seed(count: int = 1) -> int:
     return secrets.randbelow(MAX_SEED - count + 1)
 
 
+def _one_hot(index: int, num_classes: int) -> np.ndarray:
+    row: np.ndarray = class_weights(np.array([index]), num_classes)[0]
+    return row
+
+
 @dataclass(frozen=True, slots=True)
 class ImageJob:
     """One image for a model's batcher: a seed's latent or a given latent row, scaled by
@@ -97,9 +102,7 @@ class ImageJob:
         """This job's float32 class weights `[num_classes]` for a conditional model: a job
         without a class is its seed's class, seed % num_classes (the seed contract)."""
         assert self.seed is not None, "a latent job for a conditional model has a class"
-        row = np.zeros(num_classes, dtype=np.float32)
-        row[class_for_seed(self.seed, num_classes)] = 1.0
-        return row
+        return _one_hot(class_for_seed(self.seed, num_classes), num_classes)
 
     def latent_row(self, latent_dim: int) -> np.ndarray:
         if self.latent is not None:
@@ -125,9 +128,7 @@ class ClassImageJob(ImageJob):
             return self.class_weights
         if self.class_index is None:
             return ImageJob.class_row(self, num_classes)
-        row = np.zeros(num_classes, dtype=np.float32)
-        row[self.class_index] = 1.0
-        return row
+        return _one_hot(self.class_index, num_classes)
 
 
 JobResult = np.ndarray | bytes
