@@ -1,11 +1,5 @@
-"""Dynamic batching, free of HTTP and ONNX: scheduling in `batcher`, array merging in `arrays`."""
+"""Dynamic batching, free of HTTP and ONNX: scheduling in `batcher`, model calls in `executor`."""
 
-from service.batching.arrays import (
-    array_batch_function,
-    split_rows,
-    stack_items,
-    threaded_batch_function,
-)
 from service.batching.batcher import BatchFunction, BatchObserver, DynamicBatcher
 from service.batching.errors import (
     BatcherClosed,
@@ -16,6 +10,7 @@ from service.batching.errors import (
     SchedulerFailed,
     SchedulerRestarting,
 )
+from service.batching.executor import threaded_batch_function
 
 __all__ = [
     "BatchFunction",
@@ -28,8 +23,5 @@ __all__ = [
     "QueueFull",
     "SchedulerFailed",
     "SchedulerRestarting",
-    "array_batch_function",
-    "split_rows",
-    "stack_items",
     "threaded_batch_function",
 ]
