@@ -17,7 +17,6 @@ and its bodies, the API key, the body limit, deadlines, disconnects, metrics, ET
 from __future__ import annotations
 
 import base64
-import hmac
 import json
 import logging
 import time
@@ -32,11 +31,11 @@ from service.api.bodies import body_too_large, parse_json, read_body
 from service.api.disconnect import cancel_on_disconnect
 from service.api.negotiation import negotiate
 from service.api.schemas import MAX_SCALE, GenerateRequest, GenerateResponse
+from service.auth import check_bearer
 from service.dataplane import DataPlane, ServedModel, parse_seed, random_seed
 from service.errors import (
     InvalidInput,
     ServiceError,
-    Unauthorized,
     describe_validation_errors,
     error_json,
     is_rejection,
@@ -180,7 +179,7 @@ class FastPath:
         headers = _request_headers(scope)
         try:
             if self.api_key is not None:
-                self._check_key(headers.get(b"authorization"))
+                check_bearer(headers.get(b"authorization"), self.api_key)
             length = headers.get(b"content-length")
             if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
                 raise body_too_large(self.max_body_bytes)
@@ -202,15 +201,6 @@ class FastPath:
         self._observe(template, method, reply.status, time.perf_counter() - started)
 
     # -- the concerns FastAPI's middleware has on other routes --------------------------------
-
-    def _check_key(self, header: bytes | None) -> None:
-        scheme, _, token = (header or b"").partition(b" ")
-        assert self.api_key is not None
-        # compare_digest takes the same time wherever the first difference is.
-        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key):
-            return
-        problem = "missing API key" if not header else "wrong API key"
-        raise Unauthorized(f"{problem}: send 'Authorization: Bearer <key>'")
 
     def _error_reply(self, error: ServiceError, method: str, path: str, log: bool = True) -> Reply:
         if is_rejection(error.status_code):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import error_response
+from service.auth import check_bearer
 from service.errors import PayloadTooLarge, ServiceError, Unauthorized
 from service.metrics import Metrics, method_label, protocol_label
 
@@ -88,20 +88,12 @@ class ApiKeyMiddleware:
         if scope["type"] != "http" or _is_open(scope["path"]):
             await self.app(scope, receive, send)
             return
-        header = dict(scope["headers"]).get(b"authorization", b"")
-        scheme, _, token = header.partition(b" ")
-        # compare_digest takes the same time wherever the first difference is.
-        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.expected):
-            await self.app(scope, receive, send)
+        try:
+            check_bearer(dict(scope["headers"]).get(b"authorization"), self.expected)
+        except Unauthorized as error:
+            await _reject(error, self.metrics, scope, receive, send)
             return
-        problem = "missing API key" if not header else "wrong API key"
-        await _reject(
-            Unauthorized(f"{problem}: send 'Authorization: Bearer <key>'"),
-            self.metrics,
-            scope,
-            receive,
-            send,
-        )
+        await self.app(scope, receive, send)
 
 
 class BodySizeLimitMiddleware:

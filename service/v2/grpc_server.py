@@ -11,7 +11,6 @@ do: one process cannot import both (tests run the server in a process of its own
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -20,13 +19,13 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
+from service.auth import check_bearer
 from service.dataplane import DataPlane
 from service.errors import (
     RETRY_AFTER_S,
     InvalidInput,
     ModelNotFound,
     ServiceError,
-    Unauthorized,
     is_rejection,
 )
 from service.metrics import Metrics
@@ -144,11 +143,11 @@ class InferenceService:
             if key == "authorization":
                 header = value if isinstance(value, str) else value.decode("latin-1")
                 break
-        scheme, _, token = header.encode("latin-1", "replace").partition(b" ")
-        if scheme.lower() == b"bearer" and hmac.compare_digest(token.strip(), self.api_key):
-            return
-        problem = "missing API key" if not header else "wrong API key"
-        raise Unauthorized(f"{problem}: send the metadata 'authorization: Bearer <key>'")
+        check_bearer(
+            header.encode("latin-1", "replace"),
+            self.api_key,
+            "send the metadata 'authorization: Bearer <key>'",
+        )
 
     @staticmethod
     def _parse(message_type: Any, raw: bytes) -> Any:

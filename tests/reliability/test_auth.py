@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-import service.api.middleware as middleware
+import service.auth as auth
 from service.app import create_app
 from service.redaction import REDACTED, RedactSecret
 from service.settings import Settings
@@ -121,13 +121,13 @@ async def test_the_key_is_compared_in_constant_time(
 
     write_tiny(tmp_path / "models")
     calls: list[tuple[bytes, bytes]] = []
-    real = middleware.hmac.compare_digest
+    real = auth.hmac.compare_digest
 
     def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(middleware.hmac, "compare_digest", spy)
+    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
     app = create_app(Settings(models_dir=tmp_path / "models", api_key=API_KEY))
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
