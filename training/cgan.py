@@ -20,6 +20,8 @@ from service.runtime.card import class_for_seed, class_weights
 from training.gan import GAN
 from training.networks import build_conditional_generator, build_projection_discriminator
 
+CLASS_SEED_OFFSET = 7919  # the fake classes' random stream, apart from the noise's
+
 
 class CGAN(GAN):
     """GAN whose networks take the class weights as a second input."""
@@ -58,42 +60,17 @@ class CGAN(GAN):
 
     def train_step(self, batch: Any) -> dict[str, tf.Tensor]:
         real_images, real_classes = batch
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch_size = tf.shape(real_images)[0]
-        bce = tf.nn.sigmoid_cross_entropy_with_logits
         noise = self._noise(batch_size)
-        replica = tf.distribute.get_replica_context()
-        replica_id = replica.replica_id_in_sync_group if replica is not None else 0
-        class_seed = tf.stack(
-            [
-                tf.cast(self.g_optimizer.iterations, tf.int32) + self.noise_seed + 7919,
-                tf.cast(replica_id, tf.int32),
-            ]
-        )
         fake_labels = tf.random.stateless_uniform(
-            (batch_size,), seed=class_seed, maxval=self.num_classes, dtype=tf.int32
+            (batch_size,),
+            seed=self._step_seed(CLASS_SEED_OFFSET),
+            maxval=self.num_classes,
+            dtype=tf.int32,
         )
         fake_classes = tf.one_hot(fake_labels, self.num_classes, dtype=tf.float32)
-        with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
-            fake_images = self.generator([noise, fake_classes], training=True)
-            real_logits = self.discriminator([real_images, real_classes], training=True)
-            fake_logits = self.discriminator([fake_images, fake_classes], training=True)
-            d_loss = tf.reduce_mean(
-                bce(tf.fill(tf.shape(real_logits), self.real_label), real_logits)
-            ) + tf.reduce_mean(bce(tf.zeros_like(fake_logits), fake_logits))
-            g_loss = tf.reduce_mean(bce(tf.ones_like(fake_logits), fake_logits))
-            d_scaled, g_scaled = d_loss / replicas, g_loss / replicas
-        d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
-        g_grads = g_tape.gradient(g_scaled, self.generator.trainable_variables)
-        self.d_optimizer.apply_gradients(
-            zip(d_grads, self.discriminator.trainable_variables, strict=True)
+        return self._adversarial_step(
+            [noise, fake_classes],
+            [real_images, real_classes],
+            lambda fake_images: [fake_images, fake_classes],
         )
-        self.g_optimizer.apply_gradients(
-            zip(g_grads, self.generator.trainable_variables, strict=True)
-        )
-        return {
-            "d_loss": d_loss,
-            "g_loss": g_loss,
-            "d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
-            "d_fake": tf.reduce_mean(tf.sigmoid(fake_logits)),
-        }

@@ -9,6 +9,7 @@ is sampled or exported its BatchNorm statistics are recomputed for its own weigh
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import keras
@@ -79,30 +80,42 @@ class GAN(keras.Model):
         """The network the service runs."""
         return self.ema_generator
 
-    def _noise(self, batch_size: tf.Tensor) -> tf.Tensor:
-        # Stateless noise keyed on (step, replica): reproducible, resumable and distinct
-        # per replica under a distribution strategy.
+    def _step_seed(self, offset: int = 0) -> tf.Tensor:
+        """A stateless-RNG seed keyed on (step, replica), shifted by `offset` for each stream:
+        reproducible, resumable and distinct per replica under a distribution strategy."""
         replica = tf.distribute.get_replica_context()
         replica_id = replica.replica_id_in_sync_group if replica is not None else 0
-        seed = tf.stack(
+        return tf.stack(
             [
-                tf.cast(self.g_optimizer.iterations, tf.int32) + self.noise_seed,
+                tf.cast(self.g_optimizer.iterations, tf.int32) + self.noise_seed + offset,
                 tf.cast(replica_id, tf.int32),
             ]
         )
-        return tf.random.stateless_normal((batch_size, self.latent_dim), seed=seed)
+
+    def _noise(self, batch_size: tf.Tensor) -> tf.Tensor:
+        return tf.random.stateless_normal((batch_size, self.latent_dim), seed=self._step_seed())
 
     def train_step(self, real_images: tf.Tensor) -> dict[str, tf.Tensor]:
+        noise = self._noise(tf.shape(real_images)[0])
+        return self._adversarial_step(noise, real_images, lambda fake_images: fake_images)
+
+    def _adversarial_step(
+        self,
+        generator_inputs: Any,
+        real_inputs: Any,
+        discriminator_inputs: Callable[[tf.Tensor], Any],
+    ) -> dict[str, tf.Tensor]:
+        """One simultaneous update of both networks: the generator makes images from
+        `generator_inputs`, the discriminator judges `real_inputs` and
+        `discriminator_inputs(fake_images)` (a subclass adds its condition there)."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        batch_size = tf.shape(real_images)[0]
         bce = tf.nn.sigmoid_cross_entropy_with_logits
-        noise = self._noise(batch_size)
         # One forward pass feeds both updates (simultaneous gradient steps): on CPU the
         # generator's forward pass is the dearest part of a step, so it is not repeated.
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
-            fake_images = self.generator(noise, training=True)
-            real_logits = self.discriminator(real_images, training=True)
-            fake_logits = self.discriminator(fake_images, training=True)
+            fake_images = self.generator(generator_inputs, training=True)
+            real_logits = self.discriminator(real_inputs, training=True)
+            fake_logits = self.discriminator(discriminator_inputs(fake_images), training=True)
             # Discriminator: real -> real_label (one-sided smoothing), fake -> 0.
             d_loss = tf.reduce_mean(
                 bce(tf.fill(tf.shape(real_logits), self.real_label), real_logits)
