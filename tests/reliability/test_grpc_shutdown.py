@@ -3,7 +3,6 @@ after HTTP has drained), and the process exits 0."""
 
 from __future__ import annotations
 
-import struct
 import threading
 import time
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 
 from tests.reliability.conftest import SLOW, Launcher
+from tests.reliability.grpc_requests import seed_infer_request
 from tests.reliability.harness import HOST, free_port, metric_sum, warnings_in
 
 grpc = pytest.importorskip("grpc")
@@ -22,15 +22,7 @@ ROWS = 16  # images per gRPC call: about a second of the slow model's work in al
 
 
 def _infer_request(seed: int) -> bytes:
-    tensor = service_pb2.ModelInferRequest.InferInputTensor(
-        name="seed", datatype="INT64", shape=[ROWS]
-    )
-    request = service_pb2.ModelInferRequest(
-        model_name=SLOW,
-        inputs=[tensor],
-        raw_input_contents=[struct.pack(f"<{ROWS}q", *range(seed, seed + ROWS))],
-    )
-    return request.SerializeToString()  # type: ignore[no-any-return]
+    return seed_infer_request(SLOW, seed, ROWS)
 
 
 def test_sigterm_answers_grpc_calls_in_flight_and_refuses_new_ones(serve: Launcher) -> None:

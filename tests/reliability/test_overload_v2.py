@@ -6,17 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import struct
 
 import httpx
 import pytest
 
 from tests.reliability.conftest import SLOW, Launcher
+from tests.reliability.grpc_requests import seed_infer_request
 from tests.reliability.harness import HOST, free_port, warnings_in
 
 grpc = pytest.importorskip("grpc")
 grpc_aio = pytest.importorskip("grpc.aio")
-service_pb2 = pytest.importorskip("tritonclient.grpc.service_pb2")
 
 QUEUE_IMAGES = 16
 ROWS = 8
@@ -29,15 +28,7 @@ def _rest_body(seed: int) -> bytes:
 
 
 def _grpc_body(seed: int) -> bytes:
-    tensor = service_pb2.ModelInferRequest.InferInputTensor(
-        name="seed", datatype="INT64", shape=[ROWS]
-    )
-    request = service_pb2.ModelInferRequest(
-        model_name=SLOW,
-        inputs=[tensor],
-        raw_input_contents=[struct.pack(f"<{ROWS}q", *range(seed, seed + ROWS))],
-    )
-    return request.SerializeToString()  # type: ignore[no-any-return]
+    return seed_infer_request(SLOW, seed, ROWS)
 
 
 async def test_a_full_queue_is_503_over_rest_and_unavailable_over_grpc(serve: Launcher) -> None:
