@@ -76,7 +76,8 @@ class Supervisor:
         self.metrics_dir: Path | None = None
         self.sockets: list[socket.socket] = []
 
-    def _spawn(self, sock: socket.socket) -> BaseProcess:
+    def _spawn(self, index: int) -> BaseProcess:
+        sock = self.sockets[index]
         process = self.context.Process(
             target=_worker_main,
             args=(self.settings, sock),  # pickled whole: the API key travels as itself
@@ -84,7 +85,7 @@ class Supervisor:
             daemon=False,
         )
         process.start()
-        logger.info("worker %d started (pid %s)", len(self.workers), process.pid)
+        logger.info("worker %d started (pid %s)", index, process.pid)
         return process
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -110,7 +111,7 @@ class Supervisor:
         self.sockets = bind_sockets(settings.host, settings.port, settings.workers)
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
-            self.workers = [self._spawn(sock) for sock in self.sockets]
+            self.workers = [self._spawn(index) for index in range(len(self.sockets))]
             logger.info(
                 "serving on http://%s:%d with %d workers",
                 settings.host,
@@ -134,7 +135,7 @@ class Supervisor:
                         time.sleep(wait_s)
                     self.last_restart = time.monotonic()
                     if not self.stopping:
-                        self.workers[index] = self._spawn(self.sockets[index])
+                        self.workers[index] = self._spawn(index)
                 time.sleep(POLL_S)
             return self._stop_all()
         finally:
