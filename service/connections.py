@@ -32,6 +32,7 @@ from typing import ClassVar
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from service.api.disconnect import CONNECTION_WATCH, ConnectionWatch
 from service.errors import RETRY_AFTER_S, error_json
 
 logger = logging.getLogger(__name__)
@@ -88,10 +89,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     # Slots, not instance attributes: next to uvicorn's 30-odd attributes in the __dict__ they
     # made a whole request 2.6 us slower (benchmarks/protocol_cost.py); as slots, nothing.
-    __slots__ = ("_head_room", "_phase", "_phase_started")
+    __slots__ = ("_head_room", "_phase", "_phase_started", "_watch")
     _phase: int
     _phase_started: float  # monotonic time the current head or body began
     _head_room: int  # bytes the current request's head may still take
+    _watch: ConnectionWatch  # tells the request in flight that the peer went away
 
     @staticmethod
     def on_limit(reason: str) -> None:
@@ -104,6 +106,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             self._phase = _BETWEEN
             self._phase_started = 0.0
             self._head_room = 0
+            self._watch = ConnectionWatch()
             transport.write(self.too_many)
             transport.close()
             self.on_limit("too_many_connections")
@@ -112,6 +115,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _HEAD
         self._phase_started = monotonic()
         self._head_room = self.limits.max_header_bytes
+        self._watch = ConnectionWatch()
         sweeper = type(self).sweeper
         if sweeper is None or sweeper.loop is not self.loop:
             type(self).sweeper = _Sweeper(self.loop, self.connections, self.limits)
@@ -149,9 +153,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             return
         HttpToolsProtocol.data_received(self, data[room:])
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        HttpToolsProtocol.connection_lost(self, exc)
+        self._watch.connection_lost()
+
     def on_headers_complete(self) -> None:
         self._phase = _BODY
         self._phase_started = monotonic()
+        self.scope[CONNECTION_WATCH] = self._watch  # type: ignore[literal-required]
         HttpToolsProtocol.on_headers_complete(self)
 
     def on_message_complete(self) -> None:

@@ -282,7 +282,7 @@ class FastPath:
                 scale=body.scale,
                 classes=None if class_index is None else [class_index],
             )
-        (png,) = await cancel_on_disconnect(receive, work)
+        (png,) = await cancel_on_disconnect(receive, work, scope)
         reply_headers = self._headers_for(served)
         if seed is not None:
             reply_headers.append((b"x-seed", str(seed).encode()))
@@ -346,7 +346,7 @@ class FastPath:
             scale=query.scale,
             classes=None if class_index is None else [class_index],
         )
-        (png,) = await cancel_on_disconnect(receive, work)
+        (png,) = await cancel_on_disconnect(receive, work, scope)
         reply_headers.append((b"content-type", b"image/png"))
         return Reply(200, reply_headers, png)
 

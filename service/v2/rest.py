@@ -164,7 +164,7 @@ class V2Rest:
         if not outputs and request.binary_default:
             binary = frozenset({"image", "png"})
         served, results = await cancel_on_disconnect(
-            receive, infer(self.dataplane, model, version, request.inputs, outputs)
+            receive, infer(self.dataplane, model, version, request.inputs, outputs), scope
         )
         body, header_length = rest_infer_response(
             served.name, served.card.version, request.id, results, binary

@@ -136,7 +136,9 @@ async def generate_batch(
         served.check_output_size(len(seeds), body.scale, body.columns)
     else:
         served.check_output_size(1, body.scale)
-    images = await cancel_on_disconnect(request.receive, served.images(latents, weights))
+    images = await cancel_on_disconnect(
+        request.receive, served.images(latents, weights), request.scope
+    )
     if media_type == PNG:
         grid = await encode_grid_png(images, body.columns, body.scale)
         if seeds[0] is not None:

@@ -143,7 +143,9 @@ async def interpolate_latents(
         weights = class_path(served, start_class, end_class, body.steps)
     latents = served.interpolation_latents(start, end, body.steps, body.method)
     check_output_pixels(_output_pixels(served, body, media_type))
-    images = await cancel_on_disconnect(request.receive, served.images(latents, weights))
+    images = await cancel_on_disconnect(
+        request.receive, served.images(latents, weights), request.scope
+    )
     headers = model_headers(served)
     if media_type == PNG:
         strip = await encode_grid_png(images, body.columns or body.steps, body.scale)
