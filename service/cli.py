@@ -212,6 +212,7 @@ def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
         max_header_bytes=settings.max_header_bytes,
         header_timeout_s=settings.header_timeout_s,
         body_timeout_s=settings.body_timeout_s,
+        keep_alive_timeout_s=settings.keep_alive_timeout_s,
     )
     ensure_descriptors(settings.max_connections)
     config = uvicorn.Config(
@@ -221,6 +222,7 @@ def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
         # httptools with our header cap, head and body deadlines and connection cap.
         http=limited_protocol(limits, lambda reason: closed.labels(reason=reason).inc()),
         ws="none",  # no WebSocket routes: an Upgrade is never taken
+        # Idle keep-alive connections are closed by the protocol's sweep (see above).
         timeout_keep_alive=settings.keep_alive_timeout_s,  # type: ignore[arg-type]
         log_level=settings.log_level,
         lifespan="on",

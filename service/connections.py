@@ -14,7 +14,8 @@ forever. `limited_protocol(...)` returns a subclass of uvicorn's `HttpToolsProto
 - beyond `max_connections` open connections, a new one gets 503 and is closed at once, so
   descriptors and memory stay bounded whatever a flood does.
 
-The idle keep-alive timeout is uvicorn's own (`timeout_keep_alive`).
+- a kept-alive connection idle for `keep_alive_timeout_s` after its answer is closed, by the
+  same sweep (uvicorn arms and cancels a timer per request for this instead).
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from service.errors import RETRY_AFTER_S, error_json
 
 logger = logging.getLogger(__name__)
 
-# Where a connection is in its current request. Only _HEAD and _BODY have a deadline: between
-# requests uvicorn's keep-alive timer (idle) or the request deadline (app running) applies.
+# Where a connection is in its current request. _HEAD and _BODY have a deadline, and _IDLE
+# (answered, nothing pipelined, the next head not begun) the keep-alive timeout; _BETWEEN (the
+# app is running) has the request deadline of the app.
 # _LINGER: answered 408 or 431 and half-closed; what the client still sends is read and dropped.
-_HEAD, _BODY, _BETWEEN, _LINGER = 0, 1, 2, 3
+_HEAD, _BODY, _BETWEEN, _LINGER, _IDLE = 0, 1, 2, 3, 4
 
 # After a 408 or 431 the connection stays half-open this long (seconds), reading and dropping
 # what the client still sends: closing with unread data would reset the connection, and the
@@ -62,6 +64,7 @@ class ConnectionLimits:
     max_header_bytes: int
     header_timeout_s: float
     body_timeout_s: float
+    keep_alive_timeout_s: float = 5.0
 
 
 def _close_response(status: int, error_type: str, message: str, *extra: bytes) -> bytes:
@@ -125,7 +128,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if phase == _BODY:
             HttpToolsProtocol.data_received(self, data)
             return
-        if phase == _BETWEEN:  # the first bytes of the next request: its head's clock starts
+        if phase in (
+            _BETWEEN,
+            _IDLE,
+        ):  # the first bytes of the next request: its head's clock starts
             self._phase = _HEAD
             self._phase_started = monotonic()
             self._head_room = self.limits.max_header_bytes
@@ -167,10 +173,28 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _BETWEEN
         HttpToolsProtocol.on_message_complete(self)
 
+    def on_response_complete(self) -> None:
+        # uvicorn's, except that instead of arming a keep-alive timer (a call_later per
+        # response, cancelled by the next request's first bytes) the connection turns _IDLE
+        # and the sweep closes it once idle for the keep-alive timeout.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        elif self._phase == _BETWEEN:
+            self._phase = _IDLE
+            self._phase_started = monotonic()
+
     def expire(self, now: float) -> None:
         """Called by the sweep: close the connection if its head or body is overdue."""
         phase = self._phase
-        if phase == _LINGER:
+        if phase == _IDLE:
+            if now - self._phase_started >= self.limits.keep_alive_timeout_s:
+                self.transport.close()
+        elif phase == _LINGER:
             if now - self._phase_started >= LINGER_S:
                 self.transport.close()
         elif phase == _HEAD:
@@ -221,7 +245,9 @@ class _Sweeper:
     ) -> None:
         self.loop = loop
         self.connections = connections
-        shortest_s = min(limits.header_timeout_s, limits.body_timeout_s)
+        shortest_s = min(
+            limits.header_timeout_s, limits.body_timeout_s, limits.keep_alive_timeout_s
+        )
         self.interval_s = min(1.0, max(0.05, shortest_s / 4))
         self.peak_connections = 0
         loop.call_later(self.interval_s, self.sweep)
