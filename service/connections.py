@@ -80,6 +80,46 @@ def _close_response(status: int, error_type: str, message: str, *extra: bytes) -
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+class _OneSend:
+    """The transport a request's cycle writes to: it holds the response head until the first
+    body write and sends both at once, so a small answer leaves in one send (uvicorn writes the
+    head and the body separately: two system calls, two segments for the client to read).
+
+    The head is the first write that is not `100 Continue`; HEAD answers have no body write,
+    so for them it is not held. Everything else passes through to the real transport."""
+
+    __slots__ = ("_head", "_hold", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, hold: bool) -> None:
+        self._transport = transport
+        self._hold = hold
+        self._head: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.writelines((head, data))
+        elif self._hold and data[9:12] != b"100":
+            self._hold = False
+            self._head = data
+        else:
+            self._transport.write(data)
+
+    def close(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.write(head)
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with the limits of `limits` (set by `limited_protocol`)."""
 
@@ -167,7 +207,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._phase = _BODY
         self._phase_started = monotonic()
         self.scope[CONNECTION_WATCH] = self._watch  # type: ignore[literal-required]
-        HttpToolsProtocol.on_headers_complete(self)
+        # The new cycle gets a _OneSend around the transport (uvicorn passes self.transport).
+        transport = self.transport
+        self.transport = _OneSend(transport, self.parser.get_method() != b"HEAD")  # type: ignore[assignment]
+        try:
+            HttpToolsProtocol.on_headers_complete(self)
+        finally:
+            self.transport = transport
 
     def on_message_complete(self) -> None:
         self._phase = _BETWEEN

@@ -9,6 +9,7 @@ import asyncio
 import json
 import resource
 from collections.abc import AsyncIterator
+from time import monotonic
 from typing import Any
 
 import pytest
@@ -33,11 +34,13 @@ class FakeTransport(asyncio.Transport):
     def __init__(self) -> None:
         super().__init__()
         self.written = bytearray()
+        self.sends: list[bytes] = []  # what each write (or writelines) handed over at once
         self.closed = False
         self.eof_written = False
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.written += data
+        self.sends.append(bytes(data))
 
     def is_closing(self) -> bool:
         return self.closed
@@ -128,6 +131,48 @@ async def test_a_large_body_in_the_same_read_as_its_head_is_not_counted_as_head(
     assert transport.status == 200
     assert bytes(transport.written).endswith(b"100000")
     assert not transport.closed and harness.reasons == []
+
+
+async def test_an_answer_leaves_in_one_send_head_and_body_together(harness: Harness) -> None:
+    protocol, transport = harness.connect()
+    protocol.data_received(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+    await settle()
+    assert len(transport.sends) == 1
+    head, _, body = transport.sends[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and body == b"3"
+    # The next request on the connection too.
+    protocol.data_received(b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx")
+    await settle()
+    assert len(transport.sends) == 2 and transport.sends[1].endswith(b"\r\n\r\n1")
+
+
+async def test_a_head_answer_and_100_continue_are_not_held_back(harness: Harness) -> None:
+    protocol, transport = harness.connect()
+    protocol.data_received(b"HEAD /p HTTP/1.1\r\nHost: a\r\n\r\n")
+    await settle()
+    assert len(transport.sends) == 1 and transport.sends[0].startswith(b"HTTP/1.1 200")
+    assert transport.sends[0].endswith(b"\r\n\r\n")  # the head alone: HEAD has no body
+    protocol.data_received(
+        b"POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    await settle()
+    assert transport.sends[1] == b"HTTP/1.1 100 Continue\r\n\r\n"  # at once, not held
+    protocol.data_received(b"ab")
+    await settle()
+    assert len(transport.sends) == 3 and transport.sends[2].startswith(b"HTTP/1.1 200")
+    assert transport.sends[2].endswith(b"\r\n\r\n2")
+
+
+async def test_an_idle_kept_alive_connection_is_closed_by_the_sweep(harness: Harness) -> None:
+    protocol, transport = harness.connect()
+    protocol.data_received(b"GET /p HTTP/1.1\r\nHost: a\r\n\r\n")
+    await settle()
+    assert transport.status == 200
+    answered = monotonic()
+    protocol.expire(answered + LIMITS.keep_alive_timeout_s - 0.5)
+    assert not transport.closed
+    protocol.expire(answered + LIMITS.keep_alive_timeout_s + 0.1)
+    assert transport.closed
 
 
 async def test_a_head_over_the_cap_gets_431_even_in_small_pieces(harness: Harness) -> None:
