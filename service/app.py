@@ -25,6 +25,8 @@ from service.api.routes.playground import mount_playground
 from service.dataplane import DataPlane
 from service.metrics import Metrics
 from service.redaction import secret_redacted_in_logs
+from service.runtime.providers import ProviderUnavailable
+from service.runtime.registry import ModelLoadError
 from service.settings import Settings
 from service.v2 import grpc_port_to_serve
 from service.v2.rest import V2Rest
@@ -49,7 +51,22 @@ class ImagegenApp(FastAPI):
             if scope["method"] == "HEAD":
                 await super().__call__({**scope, "method": "GET"}, receive, _without_body(send))
                 return
+        elif scope["type"] == "lifespan":
+            await super().__call__(scope, receive, self._plain_startup_failure(send))
+            return
         await super().__call__(scope, receive, send)
+
+    def _plain_startup_failure(self, send: Send) -> Send:
+        """A lifespan send that reports a startup error the operator caused (an invalid model)
+        as its message alone: Starlette sends the whole traceback, which the server prints."""
+
+        async def send_plainly(message: Message) -> None:
+            error = getattr(self.state, "startup_error", None)
+            if message["type"] == "lifespan.startup.failed" and error is not None:
+                message = {**message, "message": error}
+            await send(message)
+
+        return send_plainly
 
 
 def _without_body(send: Send) -> Send:
@@ -91,7 +108,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if grpc_server is not None:
                 app.state.on_exit_signal = lambda: grpc_server.stop_soon(settings.shutdown_grace_s)
             try:
-                await dataplane.start()
+                try:
+                    await dataplane.start()
+                except (ModelLoadError, ProviderUnavailable) as error:
+                    app.state.startup_error = str(error)
+                    raise
                 yield
             finally:
                 logger.info(

@@ -243,7 +243,15 @@ def serve_on_socket(settings: Settings, sock: socket.socket | None) -> int:
     # installed before it. A no-op handler there makes a graceful stop exit with status 0.
     for stop_signal in (signal.SIGTERM, signal.SIGINT):
         signal.signal(stop_signal, lambda signum, frame: None)
-    server.run(sockets=[sock] if sock is not None else None)
+    try:
+        server.run(sockets=[sock] if sock is not None else None)
+    except SystemExit:
+        # uvicorn exits with 3 when the app cannot start; an invalid model or an unavailable
+        # provider is the operator's to fix, like a missing folder: status 2 (the message
+        # was printed as one error, see ImagegenApp).
+        if getattr(app.state, "startup_error", None) is not None:
+            return USAGE_EXIT_CODE
+        raise
     if not server.started:
         return STARTUP_FAILURE_EXIT_CODE
     return 0

@@ -45,8 +45,8 @@ from service.runtime.card import (
     class_weights,
     latent_for_seed,
 )
-from service.runtime.providers import ProviderUnavailable, plan_for_settings
-from service.runtime.registry import LoadedModel, ModelLoadError, load_models
+from service.runtime.providers import plan_for_settings
+from service.runtime.registry import LoadedModel, load_models
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -506,20 +506,17 @@ class DataPlane:
         """Verify, load and warm up every model (in a worker thread), then start batching."""
         settings = self.settings
         started = time.perf_counter()
-        try:
-            plan = plan_for_settings(settings)
-            result = await asyncio.to_thread(
-                load_models,
-                settings.models_dir,
-                plan,
-                intra_op_threads=settings.intra_op_threads,
-                batch_padding=settings.batch_padding,
-                max_batch_size=settings.max_batch_size,
-                skip_invalid=settings.skip_invalid_models,
-            )
-        except (ModelLoadError, ProviderUnavailable) as error:
-            logger.error("cannot start: %s", error)
-            raise
+        # ModelLoadError and ProviderUnavailable propagate: the server prints their message.
+        plan = plan_for_settings(settings)
+        result = await asyncio.to_thread(
+            load_models,
+            settings.models_dir,
+            plan,
+            intra_op_threads=settings.intra_op_threads,
+            batch_padding=settings.batch_padding,
+            max_batch_size=settings.max_batch_size,
+            skip_invalid=settings.skip_invalid_models,
+        )
         self.invalid_models = [str(error) for error in result.invalid]
         for name, loaded in result.models.items():
             served = ServedModel(loaded, settings, self.metrics)
