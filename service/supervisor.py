@@ -58,6 +58,11 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
     return sockets
 
 
+# A worker's exit status when the operator must fix something before it can start (as `imagegen
+# serve` itself: service.cli.USAGE_EXIT_CODE).
+OPERATOR_ERROR_EXIT_CODE = 2
+
+
 def _worker_main(settings: Settings, sock: socket.socket) -> None:  # pragma: no cover
     """In a worker process: the app and uvicorn on the supervisor's socket."""
     from service.cli import configure_logging, serve_on_socket
@@ -91,6 +96,10 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
             logger.info("%s: stopping %d worker(s)", signal.Signals(signum).name, len(self.workers))
+        self._stop_workers()
+
+    def _stop_workers(self) -> None:
+        """Stop taking connections and send every live worker SIGTERM."""
         self.stopping = True
         # The workers stop accepting on their copies; ours must close too, or new connections
         # would wait in a backlog instead of being refused.
@@ -122,6 +131,13 @@ class Supervisor:
                 for index, process in enumerate(self.workers):
                     if process.is_alive() or self.stopping:
                         continue
+                    if process.exitcode == OPERATOR_ERROR_EXIT_CODE:
+                        # It could not start (an invalid model, an unusable provider: its
+                        # error is logged above); a new one would fail the same way.
+                        logger.error("worker %d could not start; stopping all workers", index)
+                        self._stop_workers()
+                        self._stop_all()
+                        return OPERATOR_ERROR_EXIT_CODE
                     logger.error(
                         "worker %d (pid %s) exited with %s; starting a new one",
                         index,

@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import time
+from pathlib import Path
 
 import httpx
 import psutil
@@ -94,3 +96,19 @@ async def test_a_killed_worker_is_replaced_while_the_other_keeps_serving(
     assert str(replacement) in counts, "the new worker serves"
     assert str(victim) not in counts, "the dead worker's series is gone"
     assert "exited with -9; starting a new one" in server.log()
+
+
+def test_workers_that_cannot_start_stop_the_supervisor_with_the_reason(
+    serve: Launcher, tmp_path: Path, models_dir: Path
+) -> None:
+    """A worker that exits for an operator's error (here a corrupted model) is not restarted
+    in a loop: the supervisor stops every worker and exits with status 2, the reason logged."""
+    broken = tmp_path / "broken-models"
+    shutil.copytree(models_dir, broken)
+    (broken / TINY / "model.onnx").write_bytes(b"corrupted")
+    server = serve(models_dir=broken, workers=2, wait=False)
+    assert server.process.wait(timeout=PATIENCE_S) == 2
+    log = server.log()
+    assert "refusing to start" in log and "could not start; stopping all workers" in log
+    assert "starting a new one" not in log
+    assert "Traceback" not in log
