@@ -69,10 +69,6 @@ def fp16_command(
         try:
             source_card = read_card(source)
             name = source_card.name
-            if source_card.conditioning is not None:
-                # The parity check feeds latents only; a class input is not converted yet.
-                typer.echo(f"{name}: class-conditional, no fp16 variant made (not supported yet)")
-                continue
             target = (out_dir if out_dir is not None else source.parent) / variant_name(name)
             if target.exists() and not overwrite:
                 typer.echo(f"{name}: {target} exists, kept (--overwrite replaces it)")

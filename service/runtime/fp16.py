@@ -22,6 +22,8 @@ from service.runtime.card import (
     CARD_FILENAME,
     ONNX_FILENAME,
     ModelCard,
+    class_for_seed,
+    class_weights,
     latent_for_seed,
     sha256_file,
     to_uint8,
@@ -88,14 +90,22 @@ def measure_parity(
     max_uint8_diff: int = DEFAULT_MAX_UINT8_DIFF,
     providers: Sequence[ProviderSpec] = (CPU,),
 ) -> Parity:
-    """Run both graphs on the latents of seeds 0..samples-1 and compare their outputs."""
+    """Run both graphs on the latents of seeds 0..samples-1 (a conditional model: each seed
+    as its class, seed % num_classes) and compare their outputs."""
     latents = np.stack([latent_for_seed(seed, card.latent_dim) for seed in range(samples)])
+    feeds = {card.input_name: latents}
+    if card.conditioning is not None:
+        count = card.conditioning.num_classes
+        seeds = np.arange(samples)
+        feeds[card.conditioning.input_name] = class_weights(
+            np.array([class_for_seed(int(seed), count) for seed in seeds]), count
+        )
     outputs = []
     used: list[str] = []
     for path in (fp32_path, fp16_path):
         session = ort.InferenceSession(str(path), providers=list(providers))
         used = session.get_providers()
-        (output,) = session.run([card.output_name], {card.input_name: latents})
+        (output,) = session.run([card.output_name], feeds)
         outputs.append(np.asarray(output, dtype=np.float32))
     reference, candidate = outputs
     if not np.isfinite(candidate).all():

@@ -25,7 +25,14 @@ from service.runtime.card import (
 from service.runtime.fp16 import ParityError, convert_model_dir, is_variant, variant_name
 from service.runtime.providers import plan_providers
 from service.runtime.registry import InvalidModel, load_model
-from tests.service.conftest import GAN, VAE, ClientFactory, ModelFactory
+from tests.service.conftest import (
+    CGAN,
+    GAN,
+    VAE,
+    ClientFactory,
+    ModelFactory,
+    make_conditional,
+)
 from tests.service.helpers import decode_png
 
 GAN16 = variant_name(GAN)
@@ -147,6 +154,31 @@ async def test_the_service_serves_the_variant_under_its_own_name(
     assert fp16.status_code == 200 and fp16.headers["x-model"] == GAN16
     difference = decode_png(fp32.content).astype(np.int16) - decode_png(fp16.content)
     assert np.abs(difference).max() <= 4
+
+
+async def test_a_conditional_model_gets_a_variant_that_keeps_its_classes(
+    models_dir: Path, make_model: ModelFactory, make_client: ClientFactory
+) -> None:
+    source = make_conditional(make_model, models_dir)
+    target, card = convert_model_dir(source)
+    original = ModelCard.load(source / CARD_FILENAME)
+    assert card.conditioning == original.conditioning is not None
+    assert card.onnx.model_dump()["parity"]["max_uint8_diff"] <= 4
+    session = ort.InferenceSession(str(target / ONNX_FILENAME), providers=["CPUExecutionProvider"])
+    assert [i.type for i in session.get_inputs()] == ["tensor(float)", "tensor(float)"]
+    variant = variant_name(CGAN)
+    async with make_client() as client:
+        class_name = original.conditioning.classes[2]
+        body = {"seed": 7, "class": class_name}
+        fp32 = await client.post(f"/v1/models/{CGAN}/generate", json=body)
+        fp16 = await client.post(f"/v1/models/{variant}/generate", json=body)
+        unknown = await client.post(
+            f"/v1/models/{variant}/generate", json={"seed": 7, "class": "x"}
+        )
+    assert fp16.status_code == 200 and fp16.headers["x-class"] == class_name
+    difference = decode_png(fp32.content).astype(np.int16) - decode_png(fp16.content)
+    assert np.abs(difference).max() <= 4
+    assert unknown.status_code == 422 and class_name in unknown.json()["error"]["message"]
 
 
 def test_command_converts_a_models_folder_and_skips_what_exists(
