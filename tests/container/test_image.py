@@ -24,12 +24,8 @@ DISTRIBUTION = re.search(
     r'^name = "([^"]+)"', (ROOT / "pyproject.toml").read_text(encoding="utf-8"), re.M
 )[1]  # type: ignore[index]
 SHIPPED_MODELS = sorted(p.name for p in (ROOT / "models").iterdir() if (p / "model.json").is_file())
-# `imagegen fp16` makes no variant of a class-conditional model yet.
-FP16_MODELS = [
-    name
-    for name in SHIPPED_MODELS
-    if "conditioning" not in json.loads((ROOT / "models" / name / "model.json").read_text())
-]
+# `imagegen fp16` makes a variant of every model, class-conditional ones included.
+FP16_MODELS = SHIPPED_MODELS
 
 
 def in_image(engine: Engine, tag: str, script: str) -> str:
