@@ -35,17 +35,17 @@ LATENT_PREFIXES = {
 # sha256 of what each request below answers, per shipped model and version.
 PINNED = {
     "fashion-cgan": {
-        "seed 0": "68a0c7623c93ae784c74971c24a9ad2e37df9a16b617e8e8f4944c49712dd09d",
-        "seed 1": "5c9c764f44a0aa3399eb39dbf6deb0e615d277c2b57390131d37c9c008e3be1c",
-        "seed 7": "f7b09294e3d7a4f3532bce2802af7c1c41dfb640a93948408b7b9f0459545838",
-        "seed max": "fe6f7a7ebf9f7253d060b29040c5aa8e044daab2a8ccddb7aff33a7af8da25e3",
-        "seed 7 x4 t0.5": "f661efa9534ea88b6f3ff4e246de56ed8a80dc1eacefc9dd06e5b3c8bfa163b7",
-        "grid": "7b25f90cfacca414df90cd8efae29cbb84b7a33e11acfd28a475d092191fabce",
-        "gif": "b78fdddc7cefa7aff5374649fc32beec29ce47166c248bcc3c7caff3d21869b4",
-        "strip lerp": "3aaf75b7128bc8cd5a5fdf112800eef16cd45066dd4f8c795d5a32d63a93686f",
-        "seed 7 class 3": "ea9f7afcb48928941a5bda3c6690cf78b5fdc1aab35ad70229b396da03c6b389",
-        "mixed classes": "05283b39803222ff3f58bf5468767f654cb71202cd7eb4f1592622e96d3ea79e",
-        "class blend": "8f2c88e2184b259405cef733359bca5a4e9be80b6cbe00ee05aa22665fdf54d4",
+        "seed 0": "eab58a6fdf161ae79620cae51d4531c5903ddcebdf3772636355a29b97bcc61a",
+        "seed 1": "a588d03e4e47913387d4fb9cb260de9b86beb4377d1c4ff59cbb1a79071cc96a",
+        "seed 7": "d063491f24a735766c89e4baca1d46b27620c3db30c5c4aa1fd3072c4789e61c",
+        "seed max": "eb9e89ad0e9dbdaac55f6b89a13510c362fcdc253c76574b7465017f173467ae",
+        "seed 7 x4 t0.5": "656aef9faa40a3692c2028742f20f417f039a0ef87fc7f30f70544d148a6d438",
+        "grid": "229fa2eccea5e98f3137e85abcc6543d88abf174489e177986ab386af4f5dd73",
+        "gif": "06d3ac4e21c70a5a54d66f1cdabe25d6a06037f2d26bcb6e5507ff4508f0a6f4",
+        "strip lerp": "ff2568af4953a1426f69136e0ee75c469faa757c7bd20127b7e4c50ce52fdc7b",
+        "seed 7 class 3": "57fd398b8366f3d6cbf401a92aa7d6a5664dc742ccb8703936e3e2403e227bee",
+        "mixed classes": "1ec55b001047e84a5d2c3949d47f89362f8f13e4e5fd9a8e0672518913ec0175",
+        "class blend": "ec1734bd6ce318bbc714b43465b8d6d320c44f016361ba932f26acd4d82ec06e",
     },
     "fashion-gan": {
         "seed 0": "19b056dcb2e19e58e042de6c2442295d894260ac9a5c2e2b0f45e24a7d5f7714",
@@ -89,7 +89,7 @@ PINNED = {
     },
 }
 VERSIONS = {
-    "fashion-cgan": "1.0.0",
+    "fashion-cgan": "1.1.0",
     "fashion-gan": "1.1.0",
     "fashion-vae": "1.0.0",
     "mnist-gan": "1.1.0",
