@@ -67,6 +67,19 @@ PINNED = {
         "gif": "54786ba05bf8cf82cc83e6f86e4e392812f3d65877457da227053a01dbbf7e1b",
         "strip lerp": "034e24a5b883adb307e29d229cc6a02a12c6853773194ec8b90f1436733a7b0a",
     },
+    "mnist-cgan": {
+        "seed 0": "643568cee2108c5e5ff409e6995175c23f90a56349e306a28f189ad684c0901a",
+        "seed 1": "715992b9aabaeeb794ef1b37db9997c947a62810df6e576f81b083b29a898be5",
+        "seed 7": "215e11fe67622418f1e43a6b0535cd14e33fae96234cfdc7644d9bceab8a36cf",
+        "seed max": "c2c576f256bc5bd8bed096341928255aac7896edcddb9c9c14bf2c2133e993c6",
+        "seed 7 x4 t0.5": "7eee65b8ba5c1d4a0dcc2fd6da882b42ed4abeca9d9d36f1ffdcfe048e186f01",
+        "grid": "e9021f97f8aa7457b1c8a5c42d04314d63728fe37736d15a00e01e4af03cbe66",
+        "gif": "71d7011fb91dce076dc2b6fa0a1ffc18453543eec27aef0f603da1e78afa3b67",
+        "strip lerp": "397647358bb84c868f948df16051d94c70732620c8d72cab3d9a4ac5c02f1a30",
+        "seed 7 class 3": "2ea094badc2130d3572f71fc18c395cf770010b01eaddec357df718f18c7bb45",
+        "mixed classes": "e33153e8bd678213473d04bbc5fd1934faf0713bea58f3ab8152354b469c901d",
+        "class blend": "68d45e12bf98c7d669de1e80b6baa988929df3a10a815ca68c48271942013cb2",
+    },
     "mnist-gan": {
         "seed 0": "afc877c2346118d8080660a0c547125a4637558b3975b85cb267bd3c09725e79",
         "seed 1": "10695c673a926f1e9302ba97ac0ad469edf8dbf3224c4e92f96fa03a3d66871a",
@@ -89,6 +102,7 @@ PINNED = {
     },
 }
 VERSIONS = {
+    "mnist-cgan": "1.0.0",
     "fashion-cgan": "1.1.0",
     "fashion-gan": "1.1.0",
     "fashion-vae": "1.0.0",
