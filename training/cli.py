@@ -101,16 +101,24 @@ def train_command(
         int | None, typer.Option(min=1, help="Cap the steps per epoch (quick runs).")
     ] = None,
     eval_every: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             help="Score the served network on the validation split every N epochs (and after "
-            "the last), keeping the best checkpoint; 0: never.",
+            "the last), keeping the best checkpoint; 0: never. [5; a resumed run keeps its own "
+            "unless this is given]",
+            show_default=False,
         ),
-    ] = 5,
+    ] = None,
     eval_samples: Annotated[
-        int, typer.Option(min=10, help="Generated images per validation score.")
-    ] = 2000,
+        int | None,
+        typer.Option(
+            min=10,
+            help="Generated images per validation score. [2000; a resumed run keeps its own "
+            "unless this is given]",
+            show_default=False,
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a GAN or a VAE, with a checkpoint every epoch (resumable)."""
@@ -120,6 +128,12 @@ def train_command(
 
     if cpu_devices > 1:
         split_cpu(cpu_devices)
+    # Given on the command line (else TrainConfig's defaults, or a resumed run's own).
+    watching: dict[str, Any] = {
+        name: value
+        for name, value in (("eval_every", eval_every), ("eval_samples", eval_samples))
+        if value is not None
+    }
     config = TrainConfig(
         kind=kind,
         dataset=dataset,
@@ -132,12 +146,12 @@ def train_command(
         strategy=strategy,
         max_train_images=max_train_images,
         steps_per_epoch=steps_per_epoch,
-        eval_every=eval_every,
-        eval_samples=eval_samples,
+        **watching,
     )
+    given = set(watching)
     target = run_dir or Path("runs") / f"{dataset}-{kind}"
     try:
-        run = train(config, target, resume=resume, progress=progress)
+        run = train(config, target, resume=resume, progress=progress, given=given)
     except (FileExistsError, FileNotFoundError, ValueError) as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc

@@ -23,6 +23,7 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -290,14 +291,24 @@ def open_run(
     return run
 
 
+# Besides the epoch count and the strategy, what a resumed run may change when asked to:
+# how it is watched, not what it trains.
+RESUME_MAY_CHANGE = ("eval_every", "eval_samples")
+
+
 def train(
     config: TrainConfig,
     run_dir: Path,
     *,
     resume: bool = False,
     progress: bool = True,
+    given: Collection[str] = (),
 ) -> Run:
-    """Train (or resume) a run; checkpoints after every epoch. Returns the finished run."""
+    """Train (or resume) a run; checkpoints after every epoch. Returns the finished run.
+
+    A resumed run keeps its recipe: only the target epoch count and the strategy come from
+    `config`, and, among the fields named in `given` (those the caller set explicitly), how
+    it is watched (`eval_every`, `eval_samples`)."""
     import tensorflow as tf
     from tqdm import tqdm
 
@@ -312,7 +323,13 @@ def train(
     if resume and has_checkpoint:
         saved = load_config(run_dir)
         # A resumed run keeps its recipe; only the target epoch count may grow.
-        config = dataclasses.replace(saved, epochs=config.epochs, strategy=config.strategy)
+        watching = {name: getattr(config, name) for name in RESUME_MAY_CHANGE if name in given}
+        for name, value in watching.items():
+            if value != getattr(saved, name):
+                log.info("resuming with %s=%s (the run had %s)", name, value, getattr(saved, name))
+        config = dataclasses.replace(
+            saved, epochs=config.epochs, strategy=config.strategy, **watching
+        )
     else:
         config = dataclasses.replace(config, code_revision=code_revision())
     run_dir.mkdir(parents=True, exist_ok=True)

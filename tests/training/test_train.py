@@ -178,6 +178,26 @@ def test_training_scores_the_served_network_on_the_validation_split(
     assert "validation/frechet_distance" in events.Tags()["tensors"]
 
 
+def test_a_resumed_run_is_watched_as_asked_but_keeps_its_recipe(
+    tiny_idx_dir: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    train(tiny_config(tiny_idx_dir, eval_every=0), run_dir, progress=False)
+    # Resumed with another learning rate (ignored: the recipe stays) and validation asked for
+    # (taken, since the caller says it gave it), then once more without saying so (kept).
+    asked = tiny_config(tiny_idx_dir, epochs=2, eval_every=1, eval_samples=32, learning_rate=0.1)
+    resumed = train(
+        asked, run_dir, resume=True, progress=False, given={"eval_every", "eval_samples"}
+    )
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["eval_every"] == 1 and saved["eval_samples"] == 32
+    assert saved["learning_rate"] is None  # the run's own (the kind's default)
+    assert "val_frechet_distance" not in resumed.history[0]
+    assert np.isfinite(resumed.history[1]["val_frechet_distance"])
+    train(tiny_config(tiny_idx_dir, epochs=3, eval_every=0), run_dir, resume=True, progress=False)
+    assert json.loads((run_dir / "config.json").read_text())["eval_every"] == 1
+
+
 def test_the_best_checkpoint_is_kept_and_exported_by_default(
     tiny_idx_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
