@@ -13,8 +13,8 @@ from service.errors import ClientClosedRequest
 T = TypeVar("T")
 
 # The scope key under which the server's protocol (service.connections) puts the request's
-# ConnectionWatch. Servers without it (tests' in-process transports, other ASGI servers) get the
-# watcher task below instead.
+# ConnectionWatch. Servers without it (tests' in-process transports, other ASGI servers) get a
+# watcher task that reads the disconnect instead.
 CONNECTION_WATCH = "imagegen.connection_watch"
 
 
@@ -36,10 +36,11 @@ class ConnectionWatch:
             on_lost()
 
 
-def _uncancel(task: asyncio.Task[Any]) -> None:
-    uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-    if uncancel is not None:
-        uncancel()
+async def _watch_receive(receive: Receive, watch: ConnectionWatch) -> None:
+    """The fallback: read ASGI messages until the disconnect, then tell `watch`."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    watch.connection_lost()
 
 
 async def cancel_on_disconnect(
@@ -55,39 +56,26 @@ async def cancel_on_disconnect(
     current = asyncio.current_task()
     assert current is not None, "call from a task"
     watch: ConnectionWatch | None = None if scope is None else scope.get(CONNECTION_WATCH)
-    if watch is not None:
-        if watch.lost:
-            if isinstance(work, Coroutine):
-                work.close()  # never started: nothing queued
-            raise ClientClosedRequest("the client closed the connection")
-        watch._on_lost = current.cancel
-        try:
-            return await work
-        except asyncio.CancelledError:
-            if not watch.lost:
-                raise
-            _uncancel(current)
-            raise ClientClosedRequest("the client closed the connection") from None
-        finally:
-            watch._on_lost = None
-
-    disconnected = False
-
-    async def watch_receive() -> None:
-        nonlocal disconnected
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        disconnected = True
-        current.cancel()
-
-    watcher = asyncio.get_running_loop().create_task(watch_receive())
+    watcher = None
+    if watch is None:
+        watch = ConnectionWatch()
+        watcher = asyncio.get_running_loop().create_task(_watch_receive(receive, watch))
+    elif watch.lost:
+        if isinstance(work, Coroutine):
+            work.close()  # never started: nothing queued
+        raise ClientClosedRequest("the client closed the connection")
+    watch._on_lost = current.cancel
     try:
         return await work
     except asyncio.CancelledError:
-        if not disconnected:
+        if not watch.lost:
             raise
-        _uncancel(current)
+        uncancel = getattr(current, "uncancel", None)  # Python 3.11+
+        if uncancel is not None:
+            uncancel()
         raise ClientClosedRequest("the client closed the connection") from None
     finally:
-        # Not awaited: it is parked in receive(), and the cancellation ends it at the next turn.
-        watcher.cancel()
+        watch._on_lost = None
+        if watcher is not None:
+            # Not awaited: it is parked in receive(), and the cancellation ends it next turn.
+            watcher.cancel()
