@@ -263,25 +263,20 @@ class FastPath:
         class_index = None
         if body.class_ is not None or served.num_classes:
             class_index = served.resolve_class(body.class_)
+        latents = None
         if body.latent is not None:
             latents = served.latents_from_values([body.latent])
             if served.num_classes:
                 served.effective_class(None, class_index)  # 422: a latent needs a class
-            work = served.pngs(
-                latents=latents,
-                truncation=body.truncation,
-                scale=body.scale,
-                classes=None if class_index is None else [class_index],
-            )
-        else:
-            if seed is None:
-                seed = random_seed()
-            work = served.pngs(
-                seeds=[seed],
-                truncation=body.truncation,
-                scale=body.scale,
-                classes=None if class_index is None else [class_index],
-            )
+        elif seed is None:
+            seed = random_seed()
+        work = served.pngs(
+            seeds=None if seed is None else [seed],
+            latents=latents,
+            truncation=body.truncation,
+            scale=body.scale,
+            classes=None if class_index is None else [class_index],
+        )
         (png,) = await cancel_on_disconnect(receive, work, scope)
         reply_headers = self._headers_for(served)
         if seed is not None:

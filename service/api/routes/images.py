@@ -113,7 +113,7 @@ async def generate_batch(
     seed_list: list[int] | None = None
     latents = None
     if body.latents is not None:
-        latents = served.latents_from_values(body.latents, body.truncation)
+        latents = served.latents_from_values(body.latents)  # checked; truncated with the jobs
         seeds = [None] * len(body.latents)
     else:
         if body.seeds is not None:
@@ -130,12 +130,12 @@ async def generate_batch(
             for i, (seed, index) in enumerate(zip(seeds, wanted, strict=True))
         ]
     headers = model_headers(served)
-    # Seeds become latents (and small images PNGs) in the inference thread, with their batch;
-    # given latents were checked and truncated above.
-    truncation = body.truncation if latents is None else 1.0
+    # Seeds become latents (and small images PNGs) in the inference thread, with their batch.
     if media_type == PNG:
         served.check_output_size(len(seeds), body.scale, body.columns)
-        jobs = served.jobs(seeds=seed_list, latents=latents, truncation=truncation, classes=classes)
+        jobs = served.jobs(
+            seeds=seed_list, latents=latents, truncation=body.truncation, classes=classes
+        )
         images = await cancel_on_disconnect(request.receive, served.run(jobs), request.scope)
         grid = await encode_grid_png(images, body.columns, body.scale)  # type: ignore[arg-type]
         if seeds[0] is not None:
@@ -145,7 +145,11 @@ async def generate_batch(
         return Response(content=grid, media_type=PNG, headers=headers)
     served.check_output_size(1, body.scale)
     work = served.pngs(
-        seeds=seed_list, latents=latents, truncation=truncation, scale=body.scale, classes=classes
+        seeds=seed_list,
+        latents=latents,
+        truncation=body.truncation,
+        scale=body.scale,
+        classes=classes,
     )
     pngs = await cancel_on_disconnect(request.receive, work, request.scope)
     # BatchResponse's shape, built directly: pydantic's construction and dump of 64 images
