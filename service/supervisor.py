@@ -28,6 +28,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
 
+from service.cli import USAGE_EXIT_CODE
 from service.settings import Settings
 
 logger = logging.getLogger("imagegen.supervisor")
@@ -56,11 +57,6 @@ def bind_sockets(host: str, port: int, count: int) -> list[socket.socket]:
             sock.close()
         raise
     return sockets
-
-
-# A worker's exit status when the operator must fix something before it can start (as `imagegen
-# serve` itself: service.cli.USAGE_EXIT_CODE).
-OPERATOR_ERROR_EXIT_CODE = 2
 
 
 def _worker_main(settings: Settings, sock: socket.socket) -> None:  # pragma: no cover
@@ -131,13 +127,13 @@ class Supervisor:
                 for index, process in enumerate(self.workers):
                     if process.is_alive() or self.stopping:
                         continue
-                    if process.exitcode == OPERATOR_ERROR_EXIT_CODE:
+                    if process.exitcode == USAGE_EXIT_CODE:
                         # It could not start (an invalid model, an unusable provider: its
                         # error is logged above); a new one would fail the same way.
                         logger.error("worker %d could not start; stopping all workers", index)
                         self._stop_workers()
                         self._stop_all()
-                        return OPERATOR_ERROR_EXIT_CODE
+                        return USAGE_EXIT_CODE
                     logger.error(
                         "worker %d (pid %s) exited with %s; starting a new one",
                         index,

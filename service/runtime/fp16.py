@@ -96,10 +96,8 @@ def measure_parity(
     feeds = {card.input_name: latents}
     if card.conditioning is not None:
         count = card.conditioning.num_classes
-        seeds = np.arange(samples)
-        feeds[card.conditioning.input_name] = class_weights(
-            np.array([class_for_seed(int(seed), count) for seed in seeds]), count
-        )
+        classes = np.array([class_for_seed(seed, count) for seed in range(samples)])
+        feeds[card.conditioning.input_name] = class_weights(classes, count)
     outputs = []
     used: list[str] = []
     for path in (fp32_path, fp16_path):
