@@ -114,11 +114,10 @@ async def listen(reader: asyncio.StreamReader, ending: Ending, timeout_s: float)
                 ending.data += chunk
 
 
-async def attack(
-    port: int,
-    send: Callable[[asyncio.StreamWriter], Coroutine[Any, Any, None]],
-    listen_s: float,
-) -> Ending:
+Send = Callable[[asyncio.StreamWriter], Coroutine[Any, Any, None]]
+
+
+async def attack(port: int, send: Send, listen_s: float) -> Ending:
     """One connection: `send` writes what it likes while we listen for the server's end."""
     ending = Ending(opened_at=time.monotonic())
     reader, writer = await asyncio.open_connection(HOST, port)
@@ -192,6 +191,20 @@ class Watch:
         }
 
 
+def watched_attack(
+    server: Server, sends: list[Send], listen_s: float
+) -> tuple[list[Ending], Watch]:
+    """One attacking connection per entry of `sends`, all at once, under a Watch; when they
+    have ended, their endings and the watch."""
+
+    async def run() -> tuple[list[Ending], Watch]:
+        watch = Watch(server)
+        attacks = (attack(server.port, send, listen_s) for send in sends)
+        return list(await watch.during(asyncio.gather(*attacks))), watch
+
+    return asyncio.run(run())
+
+
 def settle(server: Server, fds_before: int, timeout_s: float = 10.0) -> None:
     """Wait until the server holds no more descriptors than before (the attack's are gone)."""
     deadline = time.monotonic() + timeout_s
@@ -230,14 +243,7 @@ def test_endless_headers_get_431_at_the_cap_and_memory_stays_flat(server: Server
             writer.write(b"b" * 65536)
             await writer.drain()
 
-    async def run() -> tuple[list[Ending], Watch]:
-        watch = Watch(server)
-        endings = await watch.during(
-            asyncio.gather(*(attack(server.port, send, 20) for send in (lines, one_value) * 2))
-        )
-        return list(endings), watch
-
-    endings, watch = asyncio.run(run())
+    endings, watch = watched_attack(server, [lines, one_value] * 2, 20)
     figures = watch.assert_answered()
     settle(server, fds_before)
     rss_after = server.rss_bytes()
@@ -278,16 +284,7 @@ def test_slowloris_connections_are_closed_by_the_header_deadline(server: Server)
                 await writer.drain()
                 await asyncio.sleep(0.2)
 
-    async def run() -> tuple[list[Ending], Watch]:
-        watch = Watch(server)
-        endings = await watch.during(
-            asyncio.gather(
-                *(attack(server.port, trickle, 4 * HEADER_TIMEOUT_S) for _ in range(count))
-            )
-        )
-        return list(endings), watch
-
-    endings, watch = asyncio.run(run())
+    endings, watch = watched_attack(server, [trickle] * count, 4 * HEADER_TIMEOUT_S)
     figures = watch.assert_answered()
     settle(server, fds_before)
     rss_after = server.rss_bytes()
@@ -367,16 +364,7 @@ def test_unfinished_large_bodies_are_dropped_and_memory_returns(server: Server) 
             writer.write(b" " * 50_000)
             await writer.drain()
 
-    async def run() -> tuple[list[Ending], Watch]:
-        watch = Watch(server)
-        endings = await watch.during(
-            asyncio.gather(
-                *(attack(server.port, most_of_a_body, 6 * BODY_TIMEOUT_S) for _ in range(count))
-            )
-        )
-        return list(endings), watch
-
-    endings, watch = asyncio.run(run())
+    endings, watch = watched_attack(server, [most_of_a_body] * count, 6 * BODY_TIMEOUT_S)
     figures = watch.assert_answered()
     settle(server, fds_before)
     rss_after = server.rss_bytes()
