@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import yaml
 
-from tests.container.engine import COMPOSE_FILE, ROOT, Engine
+from tests.container.engine import COMPOSE_FILE, ROOT, Engine, run_checked
 
 HEALTHY_TIMEOUT_S = 180.0
 
@@ -75,21 +75,14 @@ class Project:
             str(self.folder / "override.yml"),
             *args,
         ]
-        result = subprocess.run(
+        return run_checked(
             command,
-            cwd=ROOT,
-            env=self.engine.env,
-            capture_output=True,
-            text=True,
+            self.engine.env,
+            what=f"compose {' '.join(args)}",
             timeout=timeout,
-            check=False,
+            check=check,
+            cwd=ROOT,
         )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"compose {' '.join(args)} exited {result.returncode}:\n"
-                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-            )
-        return result
 
     def config(self) -> dict[str, Any]:
         resolved: dict[str, Any] = yaml.safe_load(self.run("config").stdout)

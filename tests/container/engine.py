@@ -78,6 +78,27 @@ def _unmount_under(root: Path) -> None:
 
 
 @dataclass
+def run_checked(
+    command: list[str],
+    env: dict[str, str],
+    *,
+    what: str,
+    timeout: float,
+    check: bool,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `command`, output captured; with `check`, a failure is an AssertionError that shows
+    the ends of its output."""
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{what} exited {result.returncode}:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
 class Engine:
     """One running dockerd and the client settings that reach it."""
 
@@ -106,20 +127,13 @@ class Engine:
     def run(
         self, *args: str, timeout: float = 600, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
+        return run_checked(
             [self.docker, *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
+            self.env,
+            what=f"docker {' '.join(args)}",
             timeout=timeout,
-            check=False,
+            check=check,
         )
-        if check and result.returncode != 0:
-            raise AssertionError(
-                f"docker {' '.join(args)} exited {result.returncode}:\n"
-                f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-            )
-        return result
 
     def inspect(self, kind: str, name: str) -> dict[str, object]:
         (found,) = json.loads(self.run(kind, "inspect", name).stdout)
