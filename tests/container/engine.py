@@ -77,7 +77,6 @@ def _unmount_under(root: Path) -> None:
         subprocess.run(["umount", "-l", mount], capture_output=True, check=False, timeout=30)
 
 
-@dataclass
 def run_checked(
     command: list[str],
     env: dict[str, str],
@@ -99,6 +98,7 @@ def run_checked(
     return result
 
 
+@dataclass
 class Engine:
     """One running dockerd and the client settings that reach it."""
 
