@@ -42,13 +42,13 @@ class CGAN(GAN):
     _statistics_note = " with classes i % num_classes (uniform)"
 
     def _build_networks(
-        self, latent_dim: int, generator_width: int, discriminator_width: int
+        self, latent_dim: int, generator_width: int, discriminator: dict[str, Any]
     ) -> tuple[keras.Model, keras.Model, keras.Model]:
         classes = self._num_classes
         return (
             build_conditional_generator(latent_dim, classes, generator_width),
             build_conditional_generator(latent_dim, classes, generator_width, name="ema_generator"),
-            build_projection_discriminator(classes, discriminator_width),
+            build_projection_discriminator(classes, **discriminator),
         )
 
     def served_inputs(self, latents: np.ndarray, seeds: Any = None) -> Any:

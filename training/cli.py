@@ -73,8 +73,21 @@ def train_command(
         int, typer.Option(min=1, help="Total epochs (a resumed run goes on to this).")
     ] = 30,
     batch_size: Annotated[
-        int, typer.Option(min=1, help="Global batch size, split over replicas.")
-    ] = 128,
+        int | None,
+        typer.Option(
+            min=1,
+            help="Global batch size, split over replicas. [the recipe's: 128 but for batch64]",
+            show_default=False,
+        ),
+    ] = None,
+    recipe: Annotated[
+        str | None,
+        typer.Option(
+            help="A GAN recipe from training/recipes.py: dcgan (shipped, the default), "
+            "wide-d, deep-d, ttur, sn-d, r1, diffaugment, batch64.",
+            show_default=False,
+        ),
+    ] = None,
     latent_dim: Annotated[
         int | None, typer.Option(min=1, help="Latent size [GANs 64, VAE 16].")
     ] = None,
@@ -119,19 +132,51 @@ def train_command(
             show_default=False,
         ),
     ] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(
+            min=0.01,
+            help="Stop after the epoch in which the run's training time (evaluation not "
+            "counted) reaches this many minutes.",
+            show_default=False,
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="CPU threads for TensorFlow's operations [all cores]; 1 with `taskset` "
+            "runs several trainings side by side fairly.",
+            show_default=False,
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a GAN or a VAE, with a checkpoint every epoch (resumable)."""
     _quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    from training.train import TrainConfig, split_cpu, train
+    from training.recipes import DEFAULT_RECIPE, get_recipe
+    from training.train import TrainConfig, limit_threads, split_cpu, train
 
+    try:
+        if recipe is not None and kind == "vae":
+            raise ValueError("--recipe is for the GANs; a VAE has none")
+        chosen = get_recipe(recipe or DEFAULT_RECIPE) if kind != "vae" else None
+    except ValueError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    if threads is not None:
+        limit_threads(threads)
     if cpu_devices > 1:
         split_cpu(cpu_devices)
     # Given on the command line (else TrainConfig's defaults, or a resumed run's own).
     watching: dict[str, Any] = {
         name: value
-        for name, value in (("eval_every", eval_every), ("eval_samples", eval_samples))
+        for name, value in (
+            ("eval_every", eval_every),
+            ("eval_samples", eval_samples),
+            ("max_minutes", max_minutes),
+        )
         if value is not None
     }
     config = TrainConfig(
@@ -139,7 +184,8 @@ def train_command(
         dataset=dataset,
         data_dir=str(data_dir) if data_dir else None,
         epochs=epochs,
-        batch_size=batch_size,
+        batch_size=batch_size or (chosen.batch_size if chosen else 128),
+        recipe=chosen.name if chosen else None,
         latent_dim=latent_dim,
         learning_rate=learning_rate,
         seed=seed,

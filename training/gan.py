@@ -16,8 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from training.augment import diff_augment, parse_policy
 from training.batchnorm import DEFAULT_SEED, default_latents, recompute_batchnorm_statistics
 from training.networks import build_discriminator, build_generator
+
+AUGMENT_SEED_OFFSET = 104729  # the augmentations' random streams, apart from the noise's
 
 BatchNormStatistics = Literal["recompute", "copied"]
 
@@ -34,45 +37,81 @@ class GAN(keras.Model):
         *,
         generator_width: int = 128,
         discriminator_width: int = 64,
+        discriminator_depth: int = 2,
+        dropout: float = 0.3,
+        spectral_norm: bool = False,
         learning_rate: float = 2e-4,
+        discriminator_learning_rate: float | None = None,
         beta_1: float = 0.5,
         real_label: float = 0.9,
+        r1_gamma: float = 0.0,
+        r1_every: int = 16,
+        diffaugment: str = "",
         ema_decay: float = 0.999,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
+        """The defaults are the shipped recipe. The recipe comparison's knobs
+        (training/recipes.py): the discriminator's `discriminator_width`,
+        `discriminator_depth` (stride-2 convolutions), `dropout` and `spectral_norm`;
+        `discriminator_learning_rate` (two time-scales, Heusel et al. 2017; default: the
+        generator's); `real_label` (1.0: no smoothing); a lazy R1 penalty on real images
+        (Mescheder et al. 2018) of weight `r1_gamma`, applied every `r1_every` steps and
+        scaled by it; `diffaugment`, a DiffAugment policy such as "translation,cutout"."""
         super().__init__(**kwargs)
+        if r1_every < 1:
+            raise ValueError(f"r1_every must be at least 1, not {r1_every}")
         self.latent_dim = latent_dim
         self.real_label = real_label
         self.ema_decay = ema_decay
         self.noise_seed = seed
+        self.r1_gamma = float(r1_gamma)
+        self.r1_every = int(r1_every)
+        self.augment_policy = parse_policy(diffaugment) if diffaugment else ()
+        d_learning_rate = discriminator_learning_rate or learning_rate
         self.hyperparameters = {
             "latent_dim": latent_dim,
             "generator_width": generator_width,
             "discriminator_width": discriminator_width,
+            "discriminator_depth": discriminator_depth,
+            "dropout": dropout,
+            "spectral_norm": spectral_norm,
             "learning_rate": learning_rate,
+            "discriminator_learning_rate": d_learning_rate,
             "beta_1": beta_1,
             "real_label": real_label,
+            "r1_gamma": self.r1_gamma,
+            "r1_every": self.r1_every,
+            "diffaugment": ",".join(self.augment_policy),
             "ema_decay": ema_decay,
-            "loss": "non-saturating, one-sided label smoothing",
+            "loss": "non-saturating"
+            + (", one-sided label smoothing" if real_label < 1.0 else "")
+            + (", lazy R1" if self.r1_gamma else ""),
+        }
+        discriminator = {
+            "width": discriminator_width,
+            "depth": discriminator_depth,
+            "dropout": dropout,
+            "spectral_norm": spectral_norm,
         }
         self.generator, self.ema_generator, self.discriminator = self._build_networks(
-            latent_dim, generator_width, discriminator_width
+            latent_dim, generator_width, discriminator
         )
         self.ema_generator.set_weights(self.generator.get_weights())
         self.g_optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
-        self.d_optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
+        self.d_optimizer = keras.optimizers.Adam(d_learning_rate, beta_1=beta_1)
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
 
     def _build_networks(
-        self, latent_dim: int, generator_width: int, discriminator_width: int
+        self, latent_dim: int, generator_width: int, discriminator: dict[str, Any]
     ) -> tuple[keras.Model, keras.Model, keras.Model]:
-        """(generator, its EMA copy, discriminator); a subclass may build other ones."""
+        """(generator, its EMA copy, discriminator); a subclass may build other ones.
+        `discriminator`: build_discriminator's keyword arguments."""
         return (
             build_generator(latent_dim, generator_width),
             build_generator(latent_dim, generator_width, name="ema_generator"),
-            build_discriminator(discriminator_width),
+            build_discriminator(**discriminator),
         )
 
     @property
@@ -110,20 +149,24 @@ class GAN(keras.Model):
         `discriminator_inputs(fake_images)` (a subclass adds its condition there)."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         bce = tf.nn.sigmoid_cross_entropy_with_logits
+        real_inputs = self._augmented(real_inputs, offset=0)
         # One forward pass feeds both updates (simultaneous gradient steps): on CPU the
         # generator's forward pass is the dearest part of a step, so it is not repeated.
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
             fake_images = self.generator(generator_inputs, training=True)
             real_logits = self.discriminator(real_inputs, training=True)
-            fake_logits = self.discriminator(discriminator_inputs(fake_images), training=True)
+            fake_inputs = self._augmented(discriminator_inputs(fake_images), offset=1)
+            fake_logits = self.discriminator(fake_inputs, training=True)
             # Discriminator: real -> real_label (one-sided smoothing), fake -> 0.
             d_loss = tf.reduce_mean(
                 bce(tf.fill(tf.shape(real_logits), self.real_label), real_logits)
             ) + tf.reduce_mean(bce(tf.zeros_like(fake_logits), fake_logits))
+            r1 = self._lazy_r1(real_inputs) if self.r1_gamma else tf.constant(0.0)
+            d_loss_total = d_loss + r1
             # Generator: non-saturating loss, make the discriminator call fakes real.
             g_loss = tf.reduce_mean(bce(tf.ones_like(fake_logits), fake_logits))
             # Divided by the replica count because gradients are summed across replicas.
-            d_scaled, g_scaled = d_loss / replicas, g_loss / replicas
+            d_scaled, g_scaled = d_loss_total / replicas, g_loss / replicas
         d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
         g_grads = g_tape.gradient(g_scaled, self.generator.trainable_variables)
         self.d_optimizer.apply_gradients(
@@ -132,12 +175,49 @@ class GAN(keras.Model):
         self.g_optimizer.apply_gradients(
             zip(g_grads, self.generator.trainable_variables, strict=True)
         )
-        return {
+        metrics = {
             "d_loss": d_loss,
             "g_loss": g_loss,
             "d_real": tf.reduce_mean(tf.sigmoid(real_logits)),
             "d_fake": tf.reduce_mean(tf.sigmoid(fake_logits)),
         }
+        if self.r1_gamma:
+            metrics["r1"] = r1
+        return metrics
+
+    @staticmethod
+    def _images_of(inputs: Any) -> tf.Tensor:
+        """The image part of the discriminator's inputs (a conditional one adds the class)."""
+        return inputs[0] if isinstance(inputs, list | tuple) else inputs
+
+    @staticmethod
+    def _with_images(inputs: Any, images: tf.Tensor) -> Any:
+        return [images, *inputs[1:]] if isinstance(inputs, list | tuple) else images
+
+    def _augmented(self, inputs: Any, offset: int) -> Any:
+        """The discriminator's inputs with DiffAugment applied to the images (if on)."""
+        if not self.augment_policy:
+            return inputs
+        seed = self._step_seed(AUGMENT_SEED_OFFSET + offset)
+        images = diff_augment(self._images_of(inputs), self.augment_policy, seed)
+        return self._with_images(inputs, images)
+
+    def _lazy_r1(self, real_inputs: Any) -> tf.Tensor:
+        """gamma/2 * E||grad_x D(x)||^2 on the real images, every `r1_every` steps and
+        scaled by `r1_every` (lazy regularisation, StyleGAN2), else 0."""
+
+        def penalty() -> tf.Tensor:
+            images = self._images_of(real_inputs)
+            with tf.GradientTape() as tape:
+                tape.watch(images)
+                logits = self.discriminator(self._with_images(real_inputs, images), training=True)
+                total = tf.reduce_sum(logits)
+            grads = tape.gradient(total, images)
+            squared = tf.reduce_mean(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))
+            return 0.5 * self.r1_gamma * self.r1_every * squared
+
+        due = tf.equal(tf.math.floormod(self.d_optimizer.iterations, self.r1_every), 0)
+        return tf.cond(due, penalty, lambda: tf.constant(0.0))
 
     def prepare_served(self, bn_statistics: BatchNormStatistics = "recompute") -> str:
         """Ready the EMA generator for sampling or export; returns what was done.

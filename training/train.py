@@ -64,12 +64,24 @@ class TrainConfig:
     eval_every: int = 5  # epochs between validation scores; 0: none (the last epoch always)
     eval_samples: int = 2000  # generated images per validation score
     hold_out_validation: bool = True  # keep the validation split out of training
+    recipe: str | None = None  # a GAN's named recipe (training/recipes.py); its model_options
+    max_minutes: float | None = None  # stop after the epoch that reaches this training time
 
     def resolved_latent_dim(self) -> int:
         return self.latent_dim or (16 if self.kind == "vae" else 64)
 
     def resolved_learning_rate(self) -> float:
         return self.learning_rate or (1e-3 if self.kind == "vae" else 2e-4)
+
+    def resolved_model_options(self) -> dict[str, Any]:
+        """The recipe's model options (a GAN's), overridden by `model_options`."""
+        if self.recipe is None:
+            return dict(self.model_options)
+        if self.kind == "vae":
+            raise ValueError(f"recipes are for the GANs; a VAE has none (got {self.recipe!r})")
+        from training.recipes import get_recipe
+
+        return {**get_recipe(self.recipe).model_options, **self.model_options}
 
 
 def code_revision() -> str:
@@ -105,6 +117,14 @@ def split_cpu(logical_devices: int) -> None:
     )
 
 
+def limit_threads(threads: int) -> None:
+    """Run TensorFlow's operations on `threads` threads (before TensorFlow starts)."""
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+
+
 def make_strategy(name: StrategyName) -> tf.distribute.Strategy:
     """`auto`: multi-worker when TF_CONFIG is set, mirrored over several GPUs, else default."""
     import tensorflow as tf
@@ -126,7 +146,7 @@ def make_strategy(name: StrategyName) -> tf.distribute.Strategy:
 
 
 def build_model(config: TrainConfig) -> Any:
-    options = dict(config.model_options)
+    options = config.resolved_model_options()
     latent_dim, lr = config.resolved_latent_dim(), config.resolved_learning_rate()
     if config.kind == "gan":
         from training.gan import GAN
@@ -293,7 +313,7 @@ def open_run(
 
 # Besides the epoch count and the strategy, what a resumed run may change when asked to:
 # how it is watched, not what it trains.
-RESUME_MAY_CHANGE = ("eval_every", "eval_samples")
+RESUME_MAY_CHANGE = ("eval_every", "eval_samples", "max_minutes")
 
 
 def train(
@@ -406,7 +426,7 @@ def train(
         ).take(steps)
         dist = strategy.experimental_distribute_dataset(ds)
         sums: dict[str, float] = {}
-        started = time.monotonic()
+        started, cpu_started = time.monotonic(), time.process_time()
         bar = tqdm(
             dist,
             total=steps,
@@ -422,19 +442,28 @@ def train(
             if i % 20 == 0 or i == steps:
                 bar.set_postfix({k: f"{v / i:.3f}" for k, v in sums.items()})
         seconds = time.monotonic() - started
+        cpu_seconds = time.process_time() - cpu_started
         means = {k: v / steps for k, v in sums.items()}
         if not all(np.isfinite(v) for v in means.values()):
             raise FloatingPointError(f"epoch {epoch + 1}: non-finite losses {means}; stopping")
         run.epoch.assign(epoch + 1)
-        entry: dict[str, float] = {"epoch": epoch + 1, "seconds": seconds, "steps": steps, **means}
+        entry: dict[str, float] = {
+            "epoch": epoch + 1,
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "steps": steps,
+            **means,
+        }
         grid = sample_grid(model.served, model.latent_dim, model.output_range, model_inputs(model))
         from PIL import Image
 
         Image.fromarray(grid).save(run.run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
         scores = None
-        if scorer is not None and (
-            (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs
-        ):
+        out_of_time = (
+            config.max_minutes is not None and run.seconds + seconds >= config.max_minutes * 60
+        )
+        last = epoch + 1 == config.epochs or out_of_time
+        if scorer is not None and ((epoch + 1) % config.eval_every == 0 or last):
             started = time.monotonic()
             scores = validation_scores(model, scorer, config.eval_samples)
             entry.update({f"val_{k}": v for k, v in scores.items()})
@@ -465,6 +494,14 @@ def train(
                 run.best["frechet_distance"],
                 run.best["epoch"],
             )
+        if out_of_time:
+            log.info(
+                "stopping after epoch %d: %.1f minutes of training reached the budget of %g",
+                epoch + 1,
+                run.seconds / 60,
+                config.max_minutes,
+            )
+            break
     writer.flush()
     return run
 

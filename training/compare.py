@@ -1,0 +1,311 @@
+"""Compare GAN recipes at equal training time on this machine (issue 11).
+
+    python -m training.compare run --dataset fashion-mnist --minutes 15 \\
+        --recipes dcgan,wide-d,ttur,sn-d,r1,batch64 --seeds 0
+    python -m training.compare report --dataset fashion-mnist
+
+`run` trains every (recipe, seed) pair for the same budget of training time, `--parallel`
+at a time, each pinned to its own core (`taskset`) with one TensorFlow thread, so runs
+side by side get the same share of the machine. Each scores its served network (the EMA
+generator, BatchNorm statistics recomputed) on the validation split every ~`--eval-steps`
+steps: the curve. A run that stopped early resumes; a finished one is left alone.
+
+`report` reads the run folders and writes `docs/recipes/<dataset>.json` (the curves) and
+`docs/recipes/<dataset>.png` (validation FD against training minutes); `python -m
+training.report` puts the table into docs/quality.md. The x axis is CPU minutes of
+training (the process's CPU time, evaluation not counted): with one thread per run it is the
+run's wall-clock on an idle core, and it does not stretch when something else shares the
+machine, as wall-clock does.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from training.recipes import RECIPES, get_recipe
+
+app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode=None)
+
+RUNS_ROOT = Path("runs") / "compare"
+DOCS_DIR = Path("docs") / "recipes"
+CHECKPOINT_MINUTES = (5, 10, 15, 20, 30, 45, 60)
+
+
+def run_folder(root: Path, dataset: str, recipe: str, seed: int) -> Path:
+    return root / dataset / f"{recipe}-seed{seed}"
+
+
+def train_pool_size(dataset: str, data_dir: Path | None = None) -> int:
+    """Training images left after the validation split is held out."""
+    from training.data import load_dataset
+
+    pool, _ = load_dataset(dataset, data_dir).split_validation()
+    return len(pool)
+
+
+def train_args(
+    dataset: str,
+    recipe: str,
+    seed: int,
+    minutes: float,
+    eval_steps: int,
+    pool: int,
+    run: Path,
+    data_dir: Path | None = None,
+    eval_samples: int = 2000,
+) -> list[str]:
+    """`imagegen train` arguments for one run: epochs of at most `eval_steps` steps (a
+    small data set's epochs are shorter; then several make one scoring interval)."""
+    batch = get_recipe(recipe).batch_size
+    steps_per_epoch = min(pool // batch, eval_steps)
+    eval_every = max(1, round(eval_steps / steps_per_epoch))
+    return [
+        "gan",
+        "--dataset",
+        dataset,
+        "--recipe",
+        recipe,
+        "--seed",
+        str(seed),
+        "--run-dir",
+        str(run),
+        "--epochs",
+        "100000",
+        "--steps-per-epoch",
+        str(steps_per_epoch),
+        "--eval-every",
+        str(eval_every),
+        "--eval-samples",
+        str(eval_samples),
+        "--max-minutes",
+        str(minutes),
+        "--threads",
+        "1",
+        "--no-progress",
+        *(["--data-dir", str(data_dir)] if data_dir else []),
+    ]
+
+
+def finished(run: Path, minutes: float) -> bool:
+    history = run / "history.json"
+    if not history.is_file():
+        return False
+    return sum(h["seconds"] for h in json.loads(history.read_text())) >= minutes * 60
+
+
+@app.command()
+def run(
+    dataset: Annotated[str, typer.Option(help="fashion-mnist or mnist.")] = "fashion-mnist",
+    recipes: Annotated[
+        str, typer.Option(help=f"Comma-separated recipes of: {', '.join(RECIPES)}.")
+    ] = "dcgan,wide-d,ttur,sn-d,r1,batch64",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
+    minutes: Annotated[float, typer.Option(help="Training minutes per run.")] = 15.0,
+    eval_steps: Annotated[int, typer.Option(help="Steps between validation scores.")] = 250,
+    eval_samples: Annotated[int, typer.Option(help="Generated images per score.")] = 2000,
+    parallel: Annotated[
+        int, typer.Option(help="Runs at a time, one per core [cores available].")
+    ] = 0,
+    root: Annotated[Path, typer.Option(help="Folder of the run folders.")] = RUNS_ROOT,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder with the IDX files (default: search known places).")
+    ] = None,
+) -> None:
+    """Train each recipe x seed for the same training time, `parallel` at a time."""
+    names = [r.strip() for r in recipes.split(",") if r.strip()]
+    for name in names:
+        get_recipe(name)  # unknown names fail before anything starts
+    cores = sorted(os.sched_getaffinity(0))
+    parallel = parallel or len(cores)
+    pool = train_pool_size(dataset, data_dir)
+    queue = [(name, int(seed)) for seed in seeds.split(",") for name in names]
+    running: dict[int, tuple[subprocess.Popen[bytes], str]] = {}  # core -> (process, label)
+    failed: list[str] = []
+    imagegen = shutil.which("imagegen") or str(Path(sys.executable).parent / "imagegen")
+    try:
+        while queue or running:
+            for core, (process, label) in list(running.items()):
+                if process.poll() is not None:
+                    typer.echo(f"{label}: finished (exit status {process.returncode})")
+                    if process.returncode:
+                        failed.append(label)
+                    del running[core]
+            free = [c for c in cores[:parallel] if c not in running]
+            while queue and free:
+                name, seed = queue.pop(0)
+                folder = run_folder(root, dataset, name, seed)
+                if finished(folder, minutes):
+                    typer.echo(f"{folder}: already trained for {minutes} minutes")
+                    continue
+                folder.mkdir(parents=True, exist_ok=True)
+                args = train_args(
+                    dataset, name, seed, minutes, eval_steps, pool, folder, data_dir, eval_samples
+                )
+                if (folder / "ckpt" / "checkpoint").is_file():
+                    args.append("--resume")
+                core = free.pop(0)
+                log = (folder / "train.log").open("ab")
+                command = ["taskset", "-c", str(core), imagegen, "train", *args]
+                running[core] = (
+                    subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT),
+                    str(folder),
+                )
+                typer.echo(f"{folder}: started on core {core}")
+            time.sleep(5)
+    except KeyboardInterrupt:
+        for process, _ in running.values():
+            process.terminate()
+        raise
+    if failed:
+        typer.secho(
+            f"error: {len(failed)} run(s) failed; see train.log in {', '.join(failed)}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(1)
+
+
+def curve(run: Path) -> list[dict[str, float]]:
+    """The run's validation scores against cumulative training time and steps."""
+    points: list[dict[str, float]] = []
+    cpu = wall = steps = 0.0
+    for entry in json.loads((run / "history.json").read_text()):
+        cpu += entry.get("cpu_seconds", entry["seconds"])
+        wall += entry["seconds"]
+        steps += entry["steps"]
+        if "val_frechet_distance" in entry:
+            points.append(
+                {
+                    "cpu_minutes": round(cpu / 60, 3),
+                    "wall_minutes": round(wall / 60, 3),
+                    "steps": int(steps),
+                    **{
+                        key: round(entry[f"val_{key}"], 4)
+                        for key in ("frechet_distance", "precision", "recall", "coverage")
+                    },
+                }
+            )
+    return points
+
+
+def at_minute(points: list[dict[str, float]], minute: float) -> dict[str, float] | None:
+    """The last score taken at or before `minute` CPU minutes (None if the run has none)."""
+    before = [p for p in points if p["cpu_minutes"] <= minute + 1e-9]
+    return before[-1] if before else None
+
+
+def collect(root: Path, dataset: str) -> dict[str, Any]:
+    runs = []
+    for folder in sorted((root / dataset).glob("*-seed*")):
+        if not (folder / "history.json").is_file():
+            continue
+        config = json.loads((folder / "config.json").read_text())
+        recipe = config.get("recipe") or "dcgan"
+        runs.append(
+            {
+                "recipe": recipe,
+                "seed": config["seed"],
+                "summary": RECIPES[recipe].summary if recipe in RECIPES else "",
+                "batch_size": config["batch_size"],
+                "steps_per_second": _steps_per_cpu_second(folder),
+                "curve": curve(folder),
+            }
+        )
+    return {"dataset": dataset, "runs": runs}
+
+
+def _steps_per_cpu_second(folder: Path) -> float:
+    history = json.loads((folder / "history.json").read_text())
+    cpu = sum(h.get("cpu_seconds", h["seconds"]) for h in history)
+    return round(sum(h["steps"] for h in history) / cpu, 3) if cpu else 0.0
+
+
+def plot(results: dict[str, Any], out: Path) -> None:
+    """Validation FD against CPU minutes, one line per run (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for run in results["runs"]:
+        points = run["curve"]
+        if not points:
+            continue
+        ax.plot(
+            [p["cpu_minutes"] for p in points],
+            [p["frechet_distance"] for p in points],
+            marker=".",
+            linestyle="-" if run["seed"] == 0 else "--",
+            label=f"{run['recipe']} (seed {run['seed']})",
+        )
+    ax.set_yscale("log")
+    ax.set_xlabel("training time, CPU minutes on one core (evaluation not counted)")
+    ax.set_ylabel("validation FD (2,000 samples)")
+    ax.set_title(f"GAN recipes on {results['dataset']}: lower is better")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8, ncol=2)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+
+
+@app.command()
+def report(
+    dataset: Annotated[str, typer.Option(help="fashion-mnist or mnist.")] = "fashion-mnist",
+    root: Annotated[Path, typer.Option(help="Folder of the run folders.")] = RUNS_ROOT,
+    out_dir: Annotated[Path, typer.Option(help="Where the JSON and the plot go.")] = DOCS_DIR,
+) -> None:
+    """Write the curves (JSON) and their plot (PNG) of every run of `dataset`."""
+    results = collect(root, dataset)
+    if not results["runs"]:
+        typer.secho(f"error: no runs under {root / dataset}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{dataset}.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot(results, out_dir / f"{dataset}.png")
+    for line in comparison_table(results):
+        typer.echo(line)
+
+
+def comparison_table(results: dict[str, Any]) -> list[str]:
+    """Markdown: validation FD at equal CPU minutes, and the last scores, per run."""
+    runs = [r for r in results["runs"] if r["curve"]]
+    budget = min(r["curve"][-1]["cpu_minutes"] for r in runs) if runs else 0.0
+    marks = [m for m in CHECKPOINT_MINUTES if m <= budget + 1e-9]
+    if budget and (not marks or marks[-1] < math.floor(budget)):
+        marks.append(math.floor(budget))
+    lines = [
+        "| recipe | seed | steps/s | "
+        + " | ".join(f"FD at {m} min" for m in marks)
+        + " | last: steps | FD | precision | recall | coverage |",
+        "|---|---:|---:|" + "---:|" * len(marks) + "---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        cells = []
+        for minute in marks:
+            point = at_minute(run["curve"], minute)
+            cells.append(f"{point['frechet_distance']:.1f}" if point else "-")
+        last = run["curve"][-1]
+        lines.append(
+            f"| {run['recipe']} | {run['seed']} | {run['steps_per_second']:.2f} | "
+            + " | ".join(cells)
+            + f" | {last['steps']} | {last['frechet_distance']:.1f} | {last['precision']:.3f} | "
+            f"{last['recall']:.3f} | {last['coverage']:.3f} |"
+        )
+    return lines
+
+
+if __name__ == "__main__":
+    app()
