@@ -38,3 +38,42 @@ def test_conditional_models_report_class_fidelity_beside_the_others(tmp_path: Pa
     assert "one row per class" in doc
     gan_section = doc.split("## fashion-gan")[1]
     assert "class fidelity" not in gan_section.lower()
+
+
+def test_the_recipe_comparison_joins_the_page_with_its_plot_table_and_notes(
+    tmp_path: Path,
+) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR / "fashion-gan", models / "fashion-gan")
+    out = tmp_path / "docs" / "quality.md"
+    assert "Recipe comparison" not in write_quality_doc(models, out)
+
+    recipes = tmp_path / "docs" / "recipes"
+    recipes.mkdir()
+    point = {"steps": 500, "precision": 0.5, "recall": 0.4, "coverage": 0.3}
+    runs = [
+        {
+            "recipe": recipe,
+            "seed": 0,
+            "summary": f"{recipe} summary",
+            "batch_size": 128,
+            "steps_per_second": 1.7,
+            "curve": [
+                {"cpu_minutes": 5.0, "wall_minutes": 5.1, "frechet_distance": fd, **point},
+                {"cpu_minutes": 10.2, "wall_minutes": 10.4, "frechet_distance": fd / 2, **point},
+            ],
+        }
+        for recipe, fd in (("dcgan", 80.0), ("ttur", 60.0))
+    ]
+    (recipes / "mnist.json").write_text(json.dumps({"dataset": "mnist", "runs": runs}))
+    (recipes / "mnist.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    (recipes / "mnist.notes.md").write_text("TTUR wins here.\n")
+    doc = write_quality_doc(models, out)
+    section = doc.split("## Recipe comparison")[1]
+    assert "### mnist" in section
+    assert "](recipes/mnist.png)" in section
+    assert "| recipe | seed | steps/s | FD at 5 min | FD at 10 min |" in section
+    # At 10 minutes the last score taken is the 5-minute one (the next came at 10.2).
+    assert "| ttur | 0 | 1.70 | 60.0 | 60.0 | 500 | 30.0 | 0.500 |" in section
+    assert "- `dcgan`: dcgan summary" in section
+    assert section.rstrip().endswith("TTUR wins here.")
