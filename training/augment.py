@@ -61,15 +61,18 @@ def translation(images: tf.Tensor, seed: tf.Tensor, ratio: float = 0.125) -> tf.
 
 
 def cutout(images: tf.Tensor, seed: tf.Tensor, ratio: float = 0.5) -> tf.Tensor:
-    """Set a random square of side `ratio` x the image's side to 0, one per image."""
+    """Set a random rectangle, `ratio` of the image's height and width, to 0, one per image."""
     batch = tf.shape(images)[0]
     height, width = images.shape[1], images.shape[2]
-    size = int(height * ratio + 0.5)
-    # The square's centre, anywhere in the image (the square may stick out of it).
-    centres = tf.random.stateless_uniform(
-        (2, batch, 1, 1), seed=seed, minval=0, maxval=height, dtype=tf.int32
+    size_y, size_x = int(height * ratio + 0.5), int(width * ratio + 0.5)
+    # The rectangle's centre, anywhere in the image (it may stick out of the image).
+    centre_y = tf.random.stateless_uniform(
+        (batch, 1, 1), seed=seed, minval=0, maxval=height, dtype=tf.int32
     )
-    rows = tf.range(height)[None, :, None] - (centres[0] - size // 2)
-    cols = tf.range(width)[None, None, :] - (centres[1] - size // 2)
-    inside = (rows >= 0) & (rows < size) & (cols >= 0) & (cols < size)  # (N, H, W)
+    centre_x = tf.random.stateless_uniform(
+        (batch, 1, 1), seed=seed + tf.constant([0, 1], seed.dtype), maxval=width, dtype=tf.int32
+    )
+    rows = tf.range(height)[None, :, None] - (centre_y - size_y // 2)
+    cols = tf.range(width)[None, None, :] - (centre_x - size_x // 2)
+    inside = (rows >= 0) & (rows < size_y) & (cols >= 0) & (cols < size_x)  # (N, H, W)
     return images * tf.cast(~inside, images.dtype)[..., None]
