@@ -141,6 +141,14 @@ def train_command(
             show_default=False,
         ),
     ] = None,
+    budget_clock: Annotated[
+        Literal["wall", "cpu"] | None,
+        typer.Option(
+            help="How --max-minutes counts: wall-clock, or the process's CPU time (fair "
+            "between runs sharing a machine). [wall]",
+            show_default=False,
+        ),
+    ] = None,
     threads: Annotated[
         int | None,
         typer.Option(
@@ -176,6 +184,7 @@ def train_command(
             ("eval_every", eval_every),
             ("eval_samples", eval_samples),
             ("max_minutes", max_minutes),
+            ("budget_clock", budget_clock),
         )
         if value is not None
     }

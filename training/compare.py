@@ -4,7 +4,7 @@
         --recipes dcgan,wide-d,ttur,sn-d,r1,batch64 --seeds 0
     python -m training.compare report --dataset fashion-mnist
 
-`run` trains every (recipe, seed) pair for the same budget of training time, `--parallel`
+`run` trains every (recipe, seed) pair for the same budget of CPU time, `--parallel`
 at a time, each pinned to its own core (`taskset`) with one TensorFlow thread, so runs
 side by side get the same share of the machine. Each scores its served network (the EMA
 generator, BatchNorm statistics recomputed) on the validation split every ~`--eval-steps`
@@ -89,6 +89,8 @@ def train_args(
         str(eval_samples),
         "--max-minutes",
         str(minutes),
+        "--budget-clock",
+        "cpu",
         "--threads",
         "1",
         "--no-progress",
@@ -97,10 +99,12 @@ def train_args(
 
 
 def finished(run: Path, minutes: float) -> bool:
+    """Whether the run has trained for `minutes` CPU minutes."""
     history = run / "history.json"
     if not history.is_file():
         return False
-    return sum(h["seconds"] for h in json.loads(history.read_text())) >= minutes * 60
+    entries = json.loads(history.read_text())
+    return sum(h.get("cpu_seconds", h["seconds"]) for h in entries) >= minutes * 60
 
 
 @app.command()
@@ -110,7 +114,9 @@ def run(
         str, typer.Option(help=f"Comma-separated recipes of: {', '.join(RECIPES)}.")
     ] = "dcgan,wide-d,ttur,sn-d,r1,batch64",
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0",
-    minutes: Annotated[float, typer.Option(help="Training minutes per run.")] = 15.0,
+    minutes: Annotated[
+        float, typer.Option(help="Training CPU minutes per run (one thread: wall-clock).")
+    ] = 15.0,
     eval_steps: Annotated[int, typer.Option(help="Steps between validation scores.")] = 250,
     eval_samples: Annotated[int, typer.Option(help="Generated images per score.")] = 2000,
     parallel: Annotated[

@@ -180,6 +180,16 @@ def test_a_time_budget_stops_the_run_scores_it_and_a_resume_keeps_its_recipe(
     assert saved.recipe == "ttur" and saved.max_minutes == 60
     assert float(resumed.model.d_optimizer.learning_rate) == pytest.approx(4e-4)
 
+    # Counted in CPU time, the budget the run has already spent stops it after one epoch.
+    spent = resumed.cpu_seconds / 60
+    assert 0 < spent <= resumed.seconds / 60 * 2.5  # TensorFlow's threads may add up
+    cpu = TrainConfig(
+        kind="gan", data_dir=str(tiny_idx_dir), epochs=10, max_minutes=spent, budget_clock="cpu"
+    )
+    given = {"max_minutes", "budget_clock"}
+    again = train(cpu, run_dir, resume=True, progress=False, given=given)
+    assert len(again.history) == 4 and load_config(run_dir).budget_clock == "cpu"
+
 
 def fake_run(folder: Path, recipe: str, seed: int, fds: list[float], cpu: float = 60.0) -> None:
     """A run folder as `imagegen train` leaves it: config and per-epoch history."""
@@ -235,6 +245,7 @@ def test_the_comparison_schedules_short_epochs_for_small_data_sets(tmp_path: Pat
     assert args[args.index("--steps-per-epoch") + 1] == "56"  # 3600 // 64: a whole epoch
     assert args[args.index("--eval-every") + 1] == "4"  # ~250 steps between scores
     assert args[args.index("--threads") + 1] == "1"
+    assert args[args.index("--budget-clock") + 1] == "cpu"
     big = compare.train_args("fashion-mnist", "dcgan", 0, 10, 250, 55000, tmp_path)
     assert big[big.index("--steps-per-epoch") + 1] == "250"
     assert big[big.index("--eval-every") + 1] == "1"
