@@ -164,7 +164,7 @@ def train_command(
     _quiet_tensorflow()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     from training.recipes import DEFAULT_RECIPE, get_recipe
-    from training.train import TrainConfig, limit_threads, split_cpu, train
+    from training.train import TrainConfig, split_cpu, train
 
     try:
         if recipe is not None and kind == "vae":
@@ -173,8 +173,6 @@ def train_command(
     except ValueError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
-    if threads is not None:
-        limit_threads(threads)
     if cpu_devices > 1:
         split_cpu(cpu_devices)
     # Given on the command line (else TrainConfig's defaults, or a resumed run's own).
@@ -185,6 +183,7 @@ def train_command(
             ("eval_samples", eval_samples),
             ("max_minutes", max_minutes),
             ("budget_clock", budget_clock),
+            ("threads", threads),
         )
         if value is not None
     }

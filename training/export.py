@@ -246,11 +246,12 @@ def export_run(
             "final_losses": {
                 k: v
                 for k, v in (run.history[-1] if run.history else {}).items()
-                if k not in ("epoch", "seconds", "steps")
+                if k not in ("epoch", "seconds", "cpu_seconds", "steps")
             },
             "code_revision": config.code_revision
             or f"not recorded by the run; exported by {code_revision()}",
-            "machine": f"{os.cpu_count()} CPU cores",
+            "machine": f"{os.cpu_count()} CPU cores"
+            + (f", {config.threads} TensorFlow thread(s)" if config.threads else ""),
         },
         metrics={"parity": parity},
         onnx=OnnxInfo(opset=opset, sha256=sha256_file(onnx_path), producers=producer_versions()),

@@ -67,6 +67,7 @@ class TrainConfig:
     recipe: str | None = None  # a GAN's named recipe (training/recipes.py); its model_options
     max_minutes: float | None = None  # stop after the epoch that reaches this training time
     budget_clock: Literal["wall", "cpu"] = "wall"  # how max_minutes is counted
+    threads: int | None = None  # TensorFlow's op threads, if capped (--threads)
 
     def resolved_latent_dim(self) -> int:
         return self.latent_dim or (16 if self.kind == "vae" else 64)
@@ -119,11 +120,15 @@ def split_cpu(logical_devices: int) -> None:
 
 
 def limit_threads(threads: int) -> None:
-    """Run TensorFlow's operations on `threads` threads (before TensorFlow starts)."""
+    """Run TensorFlow's operations on `threads` threads; only before TensorFlow's runtime
+    starts (a warning, and no change, after)."""
     import tensorflow as tf
 
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as exc:
+        log.warning("cannot limit TensorFlow to %d thread(s) once it has started: %s", threads, exc)
 
 
 def make_strategy(name: StrategyName) -> tf.distribute.Strategy:
@@ -319,7 +324,7 @@ def open_run(
 
 # Besides the epoch count and the strategy, what a resumed run may change when asked to:
 # how it is watched, not what it trains.
-RESUME_MAY_CHANGE = ("eval_every", "eval_samples", "max_minutes", "budget_clock")
+RESUME_MAY_CHANGE = ("eval_every", "eval_samples", "max_minutes", "budget_clock", "threads")
 
 
 def train(
@@ -360,6 +365,8 @@ def train(
         config = dataclasses.replace(config, code_revision=code_revision())
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(run_dir, config)
+    if config.threads:
+        limit_threads(config.threads)
 
     import keras
 

@@ -269,7 +269,9 @@ def test_the_comparison_runs_recipes_side_by_side_for_the_same_budget(
     for recipe in ("dcgan", "sn-d"):
         folder = root / "fashion-mnist" / f"{recipe}-seed0"
         assert f"{folder}: finished (exit status 0)" in result.stdout
-        assert load_config(folder).recipe == recipe
+        config = load_config(folder)
+        assert config.recipe == recipe and config.threads == 1 and config.budget_clock == "cpu"
+        assert "cannot limit TensorFlow" not in (folder / "train.log").read_text()
         assert compare.curve(folder)  # scored at the end of its budget
     again = subprocess.run(
         [sys.executable, "-m", "training.compare", *args],
