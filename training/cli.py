@@ -76,7 +76,8 @@ def train_command(
         int | None,
         typer.Option(
             min=1,
-            help="Global batch size, split over replicas. [the recipe's: 128 but for batch64]",
+            help="Global batch size, split over replicas. [the recipe's: 128, or 64/32 for "
+            "batch64/batch32]",
             show_default=False,
         ),
     ] = None,
@@ -84,7 +85,7 @@ def train_command(
         str | None,
         typer.Option(
             help="A GAN recipe from training/recipes.py: dcgan (shipped, the default), "
-            "wide-d, deep-d, ttur, sn-d, r1, diffaugment, batch64.",
+            "wide-d, deep-d, ttur, sn-d, r1, diffaugment, batch64, batch32.",
             show_default=False,
         ),
     ] = None,

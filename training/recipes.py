@@ -63,6 +63,7 @@ RECIPES: dict[str, Recipe] = {
             {"diffaugment": "translation,cutout"},
         ),
         Recipe("batch64", "batch 64 instead of 128 (twice the steps)", batch_size=64),
+        Recipe("batch32", "batch 32 instead of 128 (four times the steps)", batch_size=32),
     )
 }
 
