@@ -237,13 +237,16 @@ def _steps_per_cpu_second(folder: Path) -> float:
 
 
 def plot(results: dict[str, Any], out: Path) -> None:
-    """Validation FD against CPU minutes, one line per run (log scale)."""
+    """Validation FD against CPU minutes, one line per run (log scale): one colour per
+    recipe, seed 0 solid and other seeds dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=100)
+    recipes = list(dict.fromkeys(run["recipe"] for run in results["runs"]))
+    colours = plt.get_cmap("tab10")
     for run in results["runs"]:
         points = run["curve"]
         if not points:
@@ -253,6 +256,7 @@ def plot(results: dict[str, Any], out: Path) -> None:
             [p["frechet_distance"] for p in points],
             marker=".",
             linestyle="-" if run["seed"] == 0 else "--",
+            color=colours(recipes.index(run["recipe"]) % 10),
             label=f"{run['recipe']} (seed {run['seed']})",
         )
     ax.set_yscale("log")
