@@ -123,6 +123,10 @@ def run(
         int, typer.Option(help="Runs at a time, one per core [cores available].")
     ] = 0,
     root: Annotated[Path, typer.Option(help="Folder of the run folders.")] = RUNS_ROOT,
+    cores: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated cores to pin runs to [every core usable here]."),
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option(help="Folder with the IDX files (default: search known places).")
     ] = None,
@@ -131,8 +135,8 @@ def run(
     names = [r.strip() for r in recipes.split(",") if r.strip()]
     for name in names:
         get_recipe(name)  # unknown names fail before anything starts
-    cores = sorted(os.sched_getaffinity(0))
-    parallel = parallel or len(cores)
+    usable = [int(c) for c in cores.split(",")] if cores else sorted(os.sched_getaffinity(0))
+    parallel = parallel or len(usable)
     pool = train_pool_size(dataset, data_dir)
     queue = [(name, int(seed)) for seed in seeds.split(",") for name in names]
     running: dict[int, tuple[subprocess.Popen[bytes], str]] = {}  # core -> (process, label)
@@ -146,7 +150,7 @@ def run(
                     if process.returncode:
                         failed.append(label)
                     del running[core]
-            free = [c for c in cores[:parallel] if c not in running]
+            free = [c for c in usable[:parallel] if c not in running]
             while queue and free:
                 name, seed = queue.pop(0)
                 folder = run_folder(root, dataset, name, seed)

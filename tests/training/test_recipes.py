@@ -4,6 +4,7 @@ equal-time comparison harness (training/compare.py)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -258,7 +259,8 @@ def test_the_comparison_runs_recipes_side_by_side_for_the_same_budget(
     args = ["run", "--dataset", "fashion-mnist", "--data-dir", str(tiny_idx_dir)]
     args += ["--recipes", "dcgan,sn-d", "--minutes", "0.01", "--eval-steps", "2"]
     args += ["--eval-samples", "40"]
-    args += ["--root", str(root), "--parallel", "2"]
+    usable = sorted(os.sched_getaffinity(0))[:2]
+    args += ["--root", str(root), "--parallel", "2", "--cores", ",".join(map(str, usable))]
     result = subprocess.run(
         [sys.executable, "-m", "training.compare", *args],
         capture_output=True,
@@ -269,6 +271,9 @@ def test_the_comparison_runs_recipes_side_by_side_for_the_same_budget(
     for recipe in ("dcgan", "sn-d"):
         folder = root / "fashion-mnist" / f"{recipe}-seed0"
         assert f"{folder}: finished (exit status 0)" in result.stdout
+        assert f"{folder}: started on core {usable[0]}" in result.stdout or (
+            f"{folder}: started on core {usable[-1]}" in result.stdout
+        )
         config = load_config(folder)
         assert config.recipe == recipe and config.threads == 1 and config.budget_clock == "cpu"
         assert "cannot limit TensorFlow" not in (folder / "train.log").read_text()
