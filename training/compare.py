@@ -301,7 +301,7 @@ def comparison_table(results: dict[str, Any]) -> list[str]:
     if budget and (not marks or marks[-1] < math.floor(budget)):
         marks.append(math.floor(budget))
     lines = [
-        "| recipe | seed | steps/s | "
+        "| recipe | seed | steps per CPU s | "
         + " | ".join(f"FD at {m} min" for m in marks)
         + " | last: steps | FD | precision | recall | coverage |",
         "|---|---:|---:|" + "---:|" * len(marks) + "---:|---:|---:|---:|---:|",

@@ -226,7 +226,9 @@ def test_the_comparison_reads_curves_on_cpu_minutes_and_tables_equal_time(tmp_pa
     assert [p["wall_minutes"] for p in curve] == [7.5, 15.0]
     assert result["runs"][0]["steps_per_second"] == pytest.approx(100 / 300, abs=1e-3)
     table = compare.comparison_table(result)
-    assert table[0].startswith("| recipe | seed | steps/s | FD at 5 min | FD at 10 min | last")
+    assert table[0].startswith(
+        "| recipe | seed | steps per CPU s | FD at 5 min | FD at 10 min | last"
+    )
     assert "| ttur | 0 | 0.33 | 80.0 | 50.0 | 300 | 40.0 |" in table[3]
     assert compare.at_minute(curve, 4.9) is None
 

@@ -72,7 +72,7 @@ def test_the_recipe_comparison_joins_the_page_with_its_plot_table_and_notes(
     section = doc.split("## Recipe comparison")[1]
     assert "### mnist" in section
     assert "](recipes/mnist.png)" in section
-    assert "| recipe | seed | steps/s | FD at 5 min | FD at 10 min |" in section
+    assert "| recipe | seed | steps per CPU s | FD at 5 min | FD at 10 min |" in section
     # At 10 minutes the last score taken is the 5-minute one (the next came at 10.2).
     assert "| ttur | 0 | 1.70 | 60.0 | 60.0 | 500 | 30.0 | 0.500 |" in section
     assert "- `dcgan`: dcgan summary" in section
