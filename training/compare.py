@@ -33,6 +33,7 @@ from typing import Annotated, Any
 import typer
 
 from training.recipes import RECIPES, get_recipe
+from training.train import epoch_cpu_seconds
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode=None)
 
@@ -104,7 +105,7 @@ def finished(run: Path, minutes: float) -> bool:
     if not history.is_file():
         return False
     entries = json.loads(history.read_text())
-    return sum(h.get("cpu_seconds", h["seconds"]) for h in entries) >= minutes * 60
+    return sum(epoch_cpu_seconds(h) for h in entries) >= minutes * 60
 
 
 @app.command()
@@ -190,7 +191,7 @@ def curve(run: Path) -> list[dict[str, float]]:
     points: list[dict[str, float]] = []
     cpu = wall = steps = 0.0
     for entry in json.loads((run / "history.json").read_text()):
-        cpu += entry.get("cpu_seconds", entry["seconds"])
+        cpu += epoch_cpu_seconds(entry)
         wall += entry["seconds"]
         steps += entry["steps"]
         if "val_frechet_distance" in entry:
@@ -236,7 +237,7 @@ def collect(root: Path, dataset: str) -> dict[str, Any]:
 
 def _steps_per_cpu_second(folder: Path) -> float:
     history = json.loads((folder / "history.json").read_text())
-    cpu = sum(h.get("cpu_seconds", h["seconds"]) for h in history)
+    cpu = sum(epoch_cpu_seconds(h) for h in history)
     return round(sum(h["steps"] for h in history) / cpu, 3) if cpu else 0.0
 
 

@@ -184,6 +184,12 @@ def sample_grid(
     return np.concatenate(rows, axis=0)
 
 
+def epoch_cpu_seconds(entry: dict[str, float]) -> float:
+    """A history entry's process CPU time of training (older entries without it: their wall
+    time)."""
+    return entry.get("cpu_seconds", entry["seconds"])
+
+
 class CheckpointMismatchError(ValueError):
     """A checkpoint lacks objects (or variables) that the run's model has."""
 
@@ -265,8 +271,7 @@ class Run:
 
     @property
     def cpu_seconds(self) -> float:
-        """The process CPU time of training (older entries without it: their wall time)."""
-        return float(sum(h.get("cpu_seconds", h["seconds"]) for h in self.history))
+        return float(sum(epoch_cpu_seconds(h) for h in self.history))
 
     def save(self) -> None:
         self.manager.save(checkpoint_number=int(self.epoch.numpy()))
