@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -158,14 +158,17 @@ class ServedModel:
         self._images_generated = metrics.images_generated.labels(model=self.name)
         # One thread per model: onnxruntime parallelises inside a run and releases the GIL.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
+        # And one that encodes a batch's PNGs while the next batch runs in the model.
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encode-{self.name}")
         self.batcher: batching.DynamicBatcher[ImageJob, JobResult | ItemFailed] = (
             batching.DynamicBatcher(
                 # A failed batch is retried image by image: one poisoned latent then fails
                 # only its own request, not every request that shared its batch.
                 isolate_failures(
-                    batching.threaded_batch_function(self._run_jobs, self._executor),
+                    batching.threaded_batch_function(self._run_model, self._executor),
                     name=f"model {self.name}",
                 ),
+                finish_fn=self._encode_batch,
                 max_batch_size=settings.max_batch_size,
                 max_batch_delay_s=settings.max_batch_delay_s,
                 max_queue_size=settings.max_queue_size,
@@ -185,9 +188,10 @@ class ServedModel:
     async def close(self, grace_s: float) -> None:
         await self.batcher.close(grace_s)
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._encoder.shutdown(wait=False, cancel_futures=True)
 
-    def _run_jobs(self, jobs: list[ImageJob]) -> list[JobResult]:
-        """In the inference thread: latents, one model run, and the PNGs asked for."""
+    def _run_model(self, jobs: list[ImageJob]) -> list[JobResult]:
+        """In the inference thread: the jobs' latents (and class rows), one model run."""
         dim = self.card.latent_dim
         latents = np.stack([job.latent_row(dim) for job in jobs])
         started = time.perf_counter()
@@ -202,10 +206,25 @@ class ServedModel:
             raise batching.BatchSizeMismatch(
                 f"model returned {len(images)} images for {len(jobs)} latents"
             )
-        return [
-            imaging.encode_png(image, job.png_scale) if job.png_scale else image
+        if not self.batcher.queued_items:
+            # No batch waits for the model: encoding here saves the lone request a thread hop.
+            # (Read from this thread without a lock: a stale count only picks the other path.)
+            return _encode_jobs(jobs, list(images))
+        return list(images)
+
+    async def _encode_batch(
+        self, jobs: list[ImageJob], images: list[JobResult | ItemFailed]
+    ) -> list[JobResult | ItemFailed]:
+        """The batch's second stage: the PNGs its jobs asked for and did not get in the
+        inference thread, in the encoder thread (so the model runs the next batch meanwhile)."""
+        if not any(
+            job.png_scale and isinstance(image, np.ndarray)
             for job, image in zip(jobs, images, strict=True)
-        ]
+        ):
+            return images
+        return await asyncio.get_running_loop().run_in_executor(
+            self._encoder, _encode_jobs, jobs, images
+        )
 
     # -- classes (class-conditional models) -------------------------------------------------
 
@@ -366,8 +385,8 @@ class ServedModel:
         """PNG bytes for seeds or latent rows, through the batcher, upscaled `scale` times;
         `classes`: a conditional model's class index per row (already resolved).
 
-        Small images are encoded in the inference thread with their batch; larger ones (whose
-        encoding would hold up the next batch) in a worker thread of their own.
+        Small images are encoded with their batch in the model's encoder thread, while the
+        next batch runs; larger ones in a worker thread of their own.
         """
         image = self.card.image
         in_batch = image.height * image.width * scale * scale <= INLINE_PNG_MAX_PIXELS
@@ -458,6 +477,19 @@ class ServedModel:
 # 40 us to encode, while the hop to a worker thread and back costs as much CPU again (measured
 # with the load-test tool, where it was a tenth of a single-image request's server time).
 INLINE_PNG_MAX_PIXELS = 4096
+
+
+_Image = TypeVar("_Image", np.ndarray, JobResult, JobResult | ItemFailed)
+
+
+def _encode_jobs(jobs: Sequence[ImageJob], images: Sequence[_Image]) -> list[_Image | bytes]:
+    """PNG bytes for the jobs that asked for them (an image that failed stays a failure)."""
+    return [
+        imaging.encode_png(image, job.png_scale)
+        if job.png_scale and isinstance(image, np.ndarray)
+        else image
+        for job, image in zip(jobs, images, strict=True)
+    ]
 
 
 async def encode_pngs(images: Sequence[np.ndarray], scale: int = 1) -> list[bytes]:

@@ -1,6 +1,6 @@
 """Dynamic batching, free of HTTP and ONNX: scheduling in `batcher`, model calls in `executor`."""
 
-from service.batching.batcher import BatchFunction, BatchObserver, DynamicBatcher
+from service.batching.batcher import BatchFunction, BatchObserver, DynamicBatcher, FinishFunction
 from service.batching.errors import (
     BatcherClosed,
     BatchingError,
@@ -20,6 +20,7 @@ __all__ = [
     "BatchingError",
     "DeadlineExceeded",
     "DynamicBatcher",
+    "FinishFunction",
     "QueueFull",
     "SchedulerFailed",
     "SchedulerRestarting",

@@ -31,6 +31,8 @@ InT = TypeVar("InT")
 OutT = TypeVar("OutT")
 
 BatchFunction = Callable[[list[InT]], Awaitable[list[OutT]]]
+# A second stage (e.g. encoding) over a batch's items and the first stage's results.
+FinishFunction = Callable[[list[InT], list[OutT]], Awaitable[list[OutT]]]
 
 
 class BatchObserver(Protocol):
@@ -104,6 +106,13 @@ class DynamicBatcher(Generic[InT, OutT]):
     `max_queue_size` items, so a bulk flood is refused before any small request is.
     `priority_max_items=0` keeps one lane for all.
 
+    With `finish_fn`, each batch runs in two stages: `batch_fn` (the model) holds one of the
+    `max_concurrent_batches` slots, and `finish_fn` (e.g. PNG encoding) runs after the slot is
+    handed on, so the next batch's model run overlaps this batch's finishing. At most
+    `max_finishing_batches` batches finish at a time; a batch that would exceed it keeps its
+    slot until one is done (back-pressure, so finished-but-unencoded batches cannot pile up).
+    A failed `finish_fn` fails every request in its batch.
+
     If the scheduling task itself ever fails (a bug, not a failed batch), every waiting caller
     gets SchedulerFailed at once, the batcher reports itself unhealthy, refuses new work with
     SchedulerRestarting for `restart_delay_s`, and then starts a new scheduler.
@@ -121,6 +130,8 @@ class DynamicBatcher(Generic[InT, OutT]):
         name: str = "batcher",
         restart_delay_s: float = 1.0,
         priority_max_items: int = 0,
+        finish_fn: FinishFunction[InT, OutT] | None = None,
+        max_finishing_batches: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -130,7 +141,11 @@ class DynamicBatcher(Generic[InT, OutT]):
             raise ValueError(f"max_queue_size must be >= 1, got {max_queue_size}")
         if max_concurrent_batches < 1:
             raise ValueError(f"max_concurrent_batches must be >= 1, got {max_concurrent_batches}")
+        if max_finishing_batches < 1:
+            raise ValueError(f"max_finishing_batches must be >= 1, got {max_finishing_batches}")
         self._batch_fn = batch_fn
+        self._finish_fn = finish_fn
+        self._finishing = asyncio.Semaphore(max_finishing_batches)
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_size = max_queue_size
@@ -391,6 +406,7 @@ class DynamicBatcher(Generic[InT, OutT]):
                 requests.popleft()
 
     async def _run_batch(self, batch: list[_Slot[InT, OutT]]) -> None:
+        slot_held = True
         try:
             # Callers may have gone (cancelled, expired, failed) since the batch was taken.
             live = [(request, index) for request, index in batch if not request.future.done()]
@@ -398,13 +414,18 @@ class DynamicBatcher(Generic[InT, OutT]):
                 return
             now = time.monotonic()
             self._observer.batch_started([now - request.enqueued_at for request, _ in live])
+            items = [request.items[index] for request, index in live]
             try:
-                outputs = await self._batch_fn([request.items[index] for request, index in live])
-                if not isinstance(outputs, list) or len(outputs) != len(live):
-                    got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
-                    raise BatchSizeMismatch(
-                        f"{self.name}: batch function returned {got} results for {len(live)} items"
-                    )
+                outputs = await self._batch_fn(items)
+                self._check_count(outputs, len(live))
+                if self._finish_fn is not None:
+                    async with self._finishing:
+                        # The model is free: the next batch runs while this one finishes.
+                        slot_held = False
+                        self._running_batches -= 1
+                        self._slots.release()
+                        outputs = await self._finish_fn(items, outputs)
+                    self._check_count(outputs, len(live))
             except asyncio.CancelledError:
                 for request in {request for request, _ in live}:
                     self._fail(request, BatcherClosed(f"{self.name} closed during the batch"))
@@ -422,5 +443,13 @@ class DynamicBatcher(Generic[InT, OutT]):
                 if not request.unanswered:
                     request.future.set_result(list(request.results))  # type: ignore[arg-type]
         finally:
-            self._running_batches -= 1
-            self._slots.release()
+            if slot_held:
+                self._running_batches -= 1
+                self._slots.release()
+
+    def _check_count(self, outputs: object, expected: int) -> None:
+        if not isinstance(outputs, list) or len(outputs) != expected:
+            got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+            raise BatchSizeMismatch(
+                f"{self.name}: batch function returned {got} results for {expected} items"
+            )

@@ -299,10 +299,20 @@ async def test_empty_request_needs_no_batch() -> None:
 
 @pytest.mark.parametrize(
     ("option", "value"),
-    [("max_batch_size", 0), ("max_batch_delay_s", -1.0), ("max_queue_size", 0)],
+    [
+        ("max_batch_size", 0),
+        ("max_batch_delay_s", -1.0),
+        ("max_queue_size", 0),
+        ("max_finishing_batches", 0),
+    ],
 )
 def test_bad_configuration_fails_naming_the_value(option: str, value: float) -> None:
-    options: dict[str, float] = {"max_batch_size": 4, "max_batch_delay_s": 0, "max_queue_size": 4}
+    options: dict[str, float] = {
+        "max_batch_size": 4,
+        "max_batch_delay_s": 0,
+        "max_queue_size": 4,
+        "max_finishing_batches": 1,
+    }
     options[option] = value
     with pytest.raises(ValueError, match=f"{option} must be .*got {value}"):
         DynamicBatcher(
@@ -310,6 +320,7 @@ def test_bad_configuration_fails_naming_the_value(option: str, value: float) -> 
             max_batch_size=int(options["max_batch_size"]),
             max_batch_delay_s=options["max_batch_delay_s"],
             max_queue_size=int(options["max_queue_size"]),
+            max_finishing_batches=int(options["max_finishing_batches"]),
         )
 
 
@@ -434,3 +445,117 @@ async def test_a_full_bulk_lane_refuses_bulk_but_not_small_requests() -> None:
     assert await asyncio.wait_for(small, PATIENCE_S) == [50]
     await asyncio.gather(first, bulk)
     await batcher.close(1.0)
+
+
+class Finisher:
+    """A second stage that records its batches and can be held busy with a gate."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.started = asyncio.Event()
+        self.gate: asyncio.Event | None = None
+        self.error: Exception | None = None
+
+    async def __call__(self, items: list[int], outputs: list[int]) -> list[int]:
+        self.batches.append(list(items))
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return [output + 1 for output in outputs]
+
+
+def make_two_stage(
+    model: Model, finisher: Finisher, max_finishing_batches: int = 1
+) -> DynamicBatcher[int, int]:
+    return DynamicBatcher(
+        model,
+        max_batch_size=2,
+        max_batch_delay_s=0,
+        max_queue_size=16,
+        finish_fn=finisher,
+        max_finishing_batches=max_finishing_batches,
+    )
+
+
+async def test_the_next_batch_runs_in_the_model_while_the_last_one_finishes() -> None:
+    model, finisher = Model(), Finisher()
+    batcher = make_two_stage(model, finisher)
+    finisher.gate = asyncio.Event()
+    first = asyncio.create_task(batcher.submit([1]))
+    await asyncio.wait_for(finisher.started.wait(), PATIENCE_S)
+    assert batcher.running_batches == 0  # the model's slot was handed on
+    # The first batch is still finishing, and the second goes through the model meanwhile.
+    model.started.clear()
+    second = asyncio.create_task(batcher.submit([2]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    assert not first.done()
+    finisher.gate.set()
+    assert list(await asyncio.wait_for(asyncio.gather(first, second), PATIENCE_S)) == [[11], [21]]
+    assert finisher.batches == [[1], [2]]
+    await batcher.close()
+
+
+async def test_a_batch_waits_for_a_finishing_slot_holding_the_model() -> None:
+    model, finisher = Model(), Finisher()
+    batcher = make_two_stage(model, finisher, max_finishing_batches=1)
+    finisher.gate = asyncio.Event()
+    first = asyncio.create_task(batcher.submit([1]))
+    await asyncio.wait_for(finisher.started.wait(), PATIENCE_S)
+    model.started.clear()
+    second = asyncio.create_task(batcher.submit([2]))
+    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # The second batch left the model but cannot finish yet: it keeps the model's slot, so a
+    # third request cannot start a batch (back-pressure instead of a pile of raw outputs).
+    assert batcher.running_batches == 1
+    third = asyncio.create_task(batcher.submit([3]))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert len(model.batches) == 2
+    assert batcher.queued_items == 1
+    finisher.gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, second, third), PATIENCE_S)
+    assert list(results) == [[11], [21], [31]]
+    await batcher.close()
+
+
+async def test_a_failed_finish_fails_its_batch_and_the_batcher_goes_on() -> None:
+    model, finisher = Model(), Finisher()
+    batcher = make_two_stage(model, finisher)
+    finisher.error = ValueError("encoder exploded")
+    with pytest.raises(ValueError, match="encoder exploded"):
+        await asyncio.wait_for(batcher.submit([1, 2]), PATIENCE_S)
+    finisher.error = None
+    assert await asyncio.wait_for(batcher.submit([3]), PATIENCE_S) == [31]
+    assert batcher.running_batches == 0
+    await batcher.close()
+
+
+async def test_a_finish_with_the_wrong_result_count_fails_the_batch() -> None:
+    async def drops_one(items: list[int], outputs: list[int]) -> list[int]:
+        return outputs[:-1]
+
+    batcher = DynamicBatcher(
+        Model(), max_batch_size=4, max_batch_delay_s=0, max_queue_size=8, finish_fn=drops_one
+    )
+    with pytest.raises(BatchSizeMismatch, match="returned 1 results for 2 items"):
+        await asyncio.wait_for(batcher.submit([1, 2]), PATIENCE_S)
+    await batcher.close()
+
+
+async def test_close_waits_for_batches_that_are_finishing() -> None:
+    model, finisher = Model(), Finisher()
+    batcher = make_two_stage(model, finisher)
+    finisher.gate = asyncio.Event()
+    request = asyncio.create_task(batcher.submit([4]))
+    await asyncio.wait_for(finisher.started.wait(), PATIENCE_S)
+    closing = asyncio.create_task(batcher.close(PATIENCE_S))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not closing.done()
+    finisher.gate.set()
+    await asyncio.wait_for(closing, PATIENCE_S)
+    assert request.result() == [41]
