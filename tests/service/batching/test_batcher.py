@@ -20,8 +20,8 @@ PATIENCE_S = 5.0  # upper bound for things that should happen "at once"
 SHORT_DELAY_S = 0.01  # for tests where a partial batch must flush soon
 
 
-class Model:
-    """A batch function that records its batches and can be held busy with a gate."""
+class Gated:
+    """A batch stage that records its batches and can be held busy with a gate."""
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
@@ -29,19 +29,27 @@ class Model:
         self.gate: asyncio.Event | None = None
         self.error: Exception | None = None
 
-    async def __call__(self, items: list[int]) -> list[int]:
+    async def enter(self, items: list[int]) -> None:
+        """Record the batch, wait at the gate if one is set, raise the error if one is set."""
         self.batches.append(list(items))
         self.started.set()
         if self.gate is not None:
             await self.gate.wait()
         if self.error is not None:
             raise self.error
-        return [item * 10 for item in items]
 
     def hold(self) -> asyncio.Event:
         self.gate = asyncio.Event()
         self.started.clear()
         return self.gate
+
+
+class Model(Gated):
+    """The batch function: ten times each item."""
+
+    async def __call__(self, items: list[int]) -> list[int]:
+        await self.enter(items)
+        return [item * 10 for item in items]
 
 
 class QueueWatch:
@@ -447,22 +455,11 @@ async def test_a_full_bulk_lane_refuses_bulk_but_not_small_requests() -> None:
     await batcher.close(1.0)
 
 
-class Finisher:
-    """A second stage that records its batches and can be held busy with a gate."""
-
-    def __init__(self) -> None:
-        self.batches: list[list[int]] = []
-        self.started = asyncio.Event()
-        self.gate: asyncio.Event | None = None
-        self.error: Exception | None = None
+class Finisher(Gated):
+    """The second stage: one more than the model's output."""
 
     async def __call__(self, items: list[int], outputs: list[int]) -> list[int]:
-        self.batches.append(list(items))
-        self.started.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            raise self.error
+        await self.enter(items)
         return [output + 1 for output in outputs]
 
 
