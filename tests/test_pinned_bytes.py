@@ -81,14 +81,14 @@ PINNED = {
         "class blend": "68d45e12bf98c7d669de1e80b6baa988929df3a10a815ca68c48271942013cb2",
     },
     "mnist-gan": {
-        "seed 0": "afc877c2346118d8080660a0c547125a4637558b3975b85cb267bd3c09725e79",
-        "seed 1": "10695c673a926f1e9302ba97ac0ad469edf8dbf3224c4e92f96fa03a3d66871a",
-        "seed 7": "52cfdaa65d8748e30f86cc0885d1025ed9a00355c0503b942afc5388a53e7f86",
-        "seed max": "a8ba0eada0f5346678a98cf305b527f93e195618fad4040078455a0c08f46bbb",
-        "seed 7 x4 t0.5": "309cf586e340157a4182c7488f82444843d31d2d1ba273145c4c08fbb51bffb5",
-        "grid": "223396d2bdc75fe2b839ff25fb65d7d2de4ff91ff20f6de07696a83b125990d6",
-        "gif": "22bcfa6eb36b16360bda2369bdfb9e0d8b6cdad7f871c399003f2735479b566f",
-        "strip lerp": "6f28dd4948fe0056b3ff7b005b71bb992baf9ff4c0891208a15d3637cafca3e4",
+        "seed 0": "7b4d1a46121bdf4f9f3473872fa6fed97580948983108d0f769fc104172a1cc3",
+        "seed 1": "64e75a2a6b09649d9ff3c4ba793b88a65ca6330cf5576338ffc65ba5430d45ef",
+        "seed 7": "9bc1ee300fcafe5fd06cb1c538f3493d0c5048c8424885aabd602ef057bf0309",
+        "seed max": "d302e3a1bb132992d1e80b03155cc409ba0ba5fdcc8548d8941eb9106c272ced",
+        "seed 7 x4 t0.5": "ae4b2080c395cd72dd5e2a4461286081f13798374e1e12239f0ea7c7a3b61b4a",
+        "grid": "76dc513fe5c4f44d38642adfb1dfbd5cbe4979f58e1a71cb5697b041e6e8bbfe",
+        "gif": "41aaa7f8f2326ad85362d6b0a5360cbe5f0d2e6965520fe233966117fb76341b",
+        "strip lerp": "8260fe92710918ed05a92627c1e02480dcac0d2dbf6ccd3134362c1e0f7cf5e9",
     },
     "mnist-vae": {
         "seed 0": "c61d6fedff14c6c5309d5508fc413a6bf4c2e2e52b469b76ad89522555fe286d",
@@ -106,7 +106,7 @@ VERSIONS = {
     "fashion-cgan": "1.1.0",
     "fashion-gan": "1.1.0",
     "fashion-vae": "1.0.0",
-    "mnist-gan": "1.1.0",
+    "mnist-gan": "1.2.0",
     "mnist-vae": "1.0.0",
 }
 
