@@ -107,3 +107,27 @@ def test_class_fidelity_is_the_share_labelled_as_asked() -> None:
     assert report["per_class"] == {"a": 0.75, "b": 1.0, "c": 0.5}
     assert report["mean"] == pytest.approx((0.75 + 1.0 + 0.5) / 3, abs=1e-4)
     assert report["min"] == 0.5 and report["min_class"] == "c"
+
+
+def test_the_fidelity_reference_is_the_classifier_on_labelled_real_images() -> None:
+    from types import SimpleNamespace
+
+    from training.evaluate import real_class_fidelity
+
+    labels = np.array([0, 0, 1, 1, 2, 2, 2, 2])
+    predicted = np.array([0, 1, 1, 1, 2, 2, 0, 0])
+    images = np.arange(len(labels), dtype=np.uint8).reshape(-1, 1, 1, 1)
+
+    def extractor(batch: np.ndarray, progress: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        logits = np.eye(3, dtype=np.float32)[predicted[batch.reshape(-1)]]
+        return np.zeros((len(batch), 4), np.float32), logits
+
+    real = SimpleNamespace(
+        dataset=SimpleNamespace(
+            test_images=images, test_labels=labels, class_names=("a", "b", "c")
+        ),
+        extractor=extractor,
+    )
+    reference = real_class_fidelity(real)  # type: ignore[arg-type]
+    assert reference["per_class"] == {"a": 0.5, "b": 1.0, "c": 0.5}
+    assert reference["min"] == 0.5 and reference["min_class"] == "a"

@@ -40,6 +40,37 @@ def test_conditional_models_report_class_fidelity_beside_the_others(tmp_path: Pa
     assert "class fidelity" not in gan_section.lower()
 
 
+def test_class_fidelity_is_shown_beside_the_classifier_on_real_images(tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(MODELS_DIR / "fashion-gan", models / "fashion-gan")
+    card = json.loads((models / "fashion-gan" / "model.json").read_text())
+    classes = card["dataset"]["classes"]
+    card["name"] = "fake-cgan"
+    card["conditioning"] = {"input_name": "class_weights", "classes": classes}
+    card["metrics"]["quality"]["generated"]["class_fidelity"] = {
+        "per_class": {name: 0.95 for name in classes} | {"Shirt": 0.7},
+        "mean": 0.925,
+        "min": 0.7,
+        "min_class": "Shirt",
+        "real_test": {
+            "per_class": {name: 0.9 for name in classes} | {"Shirt": 0.681},
+            "mean": 0.88,
+            "min": 0.681,
+            "min_class": "Shirt",
+        },
+    }
+    (models / "fake-cgan").mkdir()
+    (models / "fake-cgan" / "model.json").write_text(json.dumps(card))
+    doc = write_quality_doc(models, tmp_path / "docs" / "quality.md")
+    assert "| generated | 0.950 | " in doc
+    assert "| real test images (the classifier's own per-class accuracy) | 0.900 |" in doc
+    assert "0.681 |" in doc.split("real test images (the classifier")[1].splitlines()[0]
+    assert (
+        "- **missed**: no class below 0.75 (lowest 0.700, Shirt; the classifier on real Shirt "
+        "images: 0.681)" in doc
+    )
+
+
 def test_the_recipe_comparison_joins_the_page_with_its_plot_table_and_notes(
     tmp_path: Path,
 ) -> None:
