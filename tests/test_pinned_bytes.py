@@ -35,17 +35,17 @@ LATENT_PREFIXES = {
 # sha256 of what each request below answers, per shipped model and version.
 PINNED = {
     "fashion-cgan": {
-        "seed 0": "eab58a6fdf161ae79620cae51d4531c5903ddcebdf3772636355a29b97bcc61a",
-        "seed 1": "a588d03e4e47913387d4fb9cb260de9b86beb4377d1c4ff59cbb1a79071cc96a",
-        "seed 7": "d063491f24a735766c89e4baca1d46b27620c3db30c5c4aa1fd3072c4789e61c",
-        "seed max": "eb9e89ad0e9dbdaac55f6b89a13510c362fcdc253c76574b7465017f173467ae",
-        "seed 7 x4 t0.5": "656aef9faa40a3692c2028742f20f417f039a0ef87fc7f30f70544d148a6d438",
-        "grid": "229fa2eccea5e98f3137e85abcc6543d88abf174489e177986ab386af4f5dd73",
-        "gif": "06d3ac4e21c70a5a54d66f1cdabe25d6a06037f2d26bcb6e5507ff4508f0a6f4",
-        "strip lerp": "ff2568af4953a1426f69136e0ee75c469faa757c7bd20127b7e4c50ce52fdc7b",
-        "seed 7 class 3": "57fd398b8366f3d6cbf401a92aa7d6a5664dc742ccb8703936e3e2403e227bee",
-        "mixed classes": "1ec55b001047e84a5d2c3949d47f89362f8f13e4e5fd9a8e0672518913ec0175",
-        "class blend": "ec1734bd6ce318bbc714b43465b8d6d320c44f016361ba932f26acd4d82ec06e",
+        "seed 0": "33a4df243f5cb55767ac5bec3acd242375aa4d39d976b33cd58180ab7dd1231e",
+        "seed 1": "02f281884b241666d058828a4317c55391ca10a346a93b937e5b69c215d7bcf4",
+        "seed 7": "dda71d7a460a2c36f8fd009cc71fbb0320c25635d809a207f8372f35392f85c1",
+        "seed max": "9bfa88e807b0011eac186e36cc323881401e78eb0cac997d1188e05671a71e0e",
+        "seed 7 x4 t0.5": "5295e21dcb19f5eb54c89f9b3718ff3cbda3694cdf9ed6de8e782402f395ae66",
+        "grid": "007b302068c3b72c5c247969c07c94414d95ff613b9dc24e41dcc445f7ab83c8",
+        "gif": "f811e80a365893386d95748bb2339e793e14036098f2d23d8a26f459890d68fd",
+        "strip lerp": "4af6c6d6f7600ca6ec6e63fbb525fe73e24b108f3ed54ddc44685b490e5d3339",
+        "seed 7 class 3": "671856fedc07b7926e21122f4dbc3ca6e00f50aee0512faf9bdb7bc337e2a793",
+        "mixed classes": "36524c755da5ccd230a92d39c6d8236cf51dbe45bf7f477d9dd1a9ec74d992d9",
+        "class blend": "17d5a902143a973b29400d0c0d32aaf1a1d5f7f4477c198e4c47c43631f13fce",
     },
     "fashion-gan": {
         "seed 0": "19b056dcb2e19e58e042de6c2442295d894260ac9a5c2e2b0f45e24a7d5f7714",
@@ -103,7 +103,7 @@ PINNED = {
 }
 VERSIONS = {
     "mnist-cgan": "1.0.0",
-    "fashion-cgan": "1.1.0",
+    "fashion-cgan": "1.2.0",
     "fashion-gan": "1.1.0",
     "fashion-vae": "1.0.0",
     "mnist-gan": "1.2.0",

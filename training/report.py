@@ -201,7 +201,6 @@ def model_section(
             f"{fidelity['min']:.3f} ({fidelity['min_class']}). For reference, the classifier "
             f"labels {accuracy:.4f} of the real test images correctly.",
             "",
-            "",
             "| | " + " | ".join(per_class) + " |",
             "|---|" + "---:|" * len(per_class),
             "| generated | " + " | ".join(f"{v:.3f}" for v in per_class.values()) + " |",
