@@ -75,7 +75,8 @@ MEMORISATION_PERCENTILE = 1.0  # of test-to-train nearest distances
 MEMORISATION_FLAG_FACTOR = 3.0  # flag when 3x more generated than test images fall below it
 REFERENCE_KEYS = ("real_train_vs_test", "blur_sigma_0.5", "blur_sigma_1", "three_classes_removed")
 _GENERATE_CHUNK = 500
-_CACHE_FORMAT = 3  # 3: reference rows from a train subset outside the validation split
+_CACHE_FORMAT = 4  # 3: reference rows from a train subset outside the validation split;
+# 4: the test images' predicted classes (the class-fidelity reference)
 
 
 @dataclass
@@ -169,6 +170,7 @@ class RealReference:
     test_features: np.ndarray
     test_radii: dict[int, np.ndarray]  # k -> k-th neighbour distance among test features
     test_to_train_pixel_nn: np.ndarray  # each test image's nearest train image, pixel L2
+    test_predictions: np.ndarray  # the classifier's class for each test image
     num_real_subset: int
     reference: dict[str, dict[str, Any]]  # the four reference points' metrics
 
@@ -281,9 +283,9 @@ def _load_data(dataset_name: str, data_dir: str | None) -> ImageDataset:
 
 
 def _test_side(data: ImageDataset, extractor: FeatureExtractor) -> dict[str, np.ndarray]:
-    """What does not depend on the sample count: test features, their k-NN radii and each
-    test image's distance to its nearest train image."""
-    test_features, _ = extractor(data.test_images, progress="features: test")
+    """What does not depend on the sample count: test features, their k-NN radii, each
+    test image's distance to its nearest train image, and the classifier's class for it."""
+    test_features, test_logits = extractor(data.test_images, progress="features: test")
     radii = kth_neighbour_radii(test_features, (PR_K, DC_K))
     nearest, _ = nearest_neighbour_distances(
         _pixels(data.test_images), _pixels(data.train_images), progress="nearest train image: test"
@@ -293,6 +295,7 @@ def _test_side(data: ImageDataset, extractor: FeatureExtractor) -> dict[str, np.
         "test_radii_pr": radii[PR_K],
         "test_radii_dc": radii[DC_K],
         "test_to_train_pixel_nn": nearest,
+        "test_predictions": np.argmax(test_logits, axis=1),
     }
 
 
@@ -311,6 +314,7 @@ def _assemble(
         test_features=test_side["test_features"],
         test_radii={PR_K: test_side["test_radii_pr"], DC_K: test_side["test_radii_dc"]},
         test_to_train_pixel_nn=test_side["test_to_train_pixel_nn"],
+        test_predictions=test_side["test_predictions"],
         num_real_subset=num_real_subset,
         reference=reference or {},
     )
@@ -369,6 +373,7 @@ def real_reference(
             test_radii_pr=test_side["test_radii_pr"],
             test_radii_dc=test_side["test_radii_dc"],
             test_to_train_pixel_nn=test_side["test_to_train_pixel_nn"],
+            test_predictions=test_side["test_predictions"],
         )
     reference = None
     if json_path.is_file():
@@ -507,8 +512,7 @@ def real_class_fidelity(real: RealReference) -> dict[str, Any]:
     the classifier itself reaches per class, the ceiling a generator's fidelity is read
     against (a class the classifier confuses on real images caps every generator's)."""
     data = real.dataset
-    _, logits = real.extractor(data.test_images, progress="classifier: test")
-    reference = class_fidelity(np.argmax(logits, axis=1), data.test_labels, data.class_names)
+    reference = class_fidelity(real.test_predictions, data.test_labels, data.class_names)
     return {key: reference[key] for key in ("per_class", "mean", "min", "min_class")}
 
 
