@@ -6,29 +6,35 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 from training.report import write_quality_doc
 
 MODELS_DIR = Path(__file__).resolve().parent.parent.parent / "models"
 
 
-def test_conditional_models_report_class_fidelity_beside_the_others(tmp_path: Path) -> None:
+def write_fake_cgan(tmp_path: Path, fidelity: dict[str, Any]) -> str:
+    """docs/quality.md for the shipped fashion-gan beside `fake-cgan`, a copy of its card
+    made conditional with the class-fidelity report `fidelity`."""
     models = tmp_path / "models"
     shutil.copytree(MODELS_DIR / "fashion-gan", models / "fashion-gan")
     card = json.loads((models / "fashion-gan" / "model.json").read_text())
-    classes = card["dataset"]["classes"]
-    per_class = {name: 0.95 for name in classes} | {"Shirt": 0.6}
     card["name"] = "fake-cgan"
-    card["conditioning"] = {"input_name": "class_weights", "classes": classes}
-    card["metrics"]["quality"]["generated"]["class_fidelity"] = {
-        "per_class": per_class,
-        "mean": 0.914,
-        "min": 0.6,
-        "min_class": "Shirt",
-    }
+    card["conditioning"] = {"input_name": "class_weights", "classes": card["dataset"]["classes"]}
+    card["metrics"]["quality"]["generated"]["class_fidelity"] = fidelity
     (models / "fake-cgan").mkdir()
     (models / "fake-cgan" / "model.json").write_text(json.dumps(card))
-    doc = write_quality_doc(models, tmp_path / "docs" / "quality.md")
+    return write_quality_doc(models, tmp_path / "docs" / "quality.md")
+
+
+CLASSES = json.loads((MODELS_DIR / "fashion-gan" / "model.json").read_text())["dataset"]["classes"]
+
+
+def test_conditional_models_report_class_fidelity_beside_the_others(tmp_path: Path) -> None:
+    per_class = {name: 0.95 for name in CLASSES} | {"Shirt": 0.6}
+    doc = write_fake_cgan(
+        tmp_path, {"per_class": per_class, "mean": 0.914, "min": 0.6, "min_class": "Shirt"}
+    )
     assert "| `fake-cgan` | fashion-mnist | yes, 10 classes |" in doc
     assert "| `fashion-gan` | fashion-mnist | no |" in doc
     assert "0.914 / 0.600 |" in doc
@@ -41,27 +47,21 @@ def test_conditional_models_report_class_fidelity_beside_the_others(tmp_path: Pa
 
 
 def test_class_fidelity_is_shown_beside_the_classifier_on_real_images(tmp_path: Path) -> None:
-    models = tmp_path / "models"
-    shutil.copytree(MODELS_DIR / "fashion-gan", models / "fashion-gan")
-    card = json.loads((models / "fashion-gan" / "model.json").read_text())
-    classes = card["dataset"]["classes"]
-    card["name"] = "fake-cgan"
-    card["conditioning"] = {"input_name": "class_weights", "classes": classes}
-    card["metrics"]["quality"]["generated"]["class_fidelity"] = {
-        "per_class": {name: 0.95 for name in classes} | {"Shirt": 0.7},
-        "mean": 0.925,
-        "min": 0.7,
-        "min_class": "Shirt",
-        "real_test": {
-            "per_class": {name: 0.9 for name in classes} | {"Shirt": 0.681},
-            "mean": 0.88,
-            "min": 0.681,
+    doc = write_fake_cgan(
+        tmp_path,
+        {
+            "per_class": {name: 0.95 for name in CLASSES} | {"Shirt": 0.7},
+            "mean": 0.925,
+            "min": 0.7,
             "min_class": "Shirt",
+            "real_test": {
+                "per_class": {name: 0.9 for name in CLASSES} | {"Shirt": 0.681},
+                "mean": 0.88,
+                "min": 0.681,
+                "min_class": "Shirt",
+            },
         },
-    }
-    (models / "fake-cgan").mkdir()
-    (models / "fake-cgan" / "model.json").write_text(json.dumps(card))
-    doc = write_quality_doc(models, tmp_path / "docs" / "quality.md")
+    )
     assert "| generated | 0.950 | " in doc
     assert "| real test images (the classifier's own per-class accuracy) | 0.900 |" in doc
     assert "0.681 |" in doc.split("real test images (the classifier")[1].splitlines()[0]
