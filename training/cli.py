@@ -159,6 +159,14 @@ def train_command(
             show_default=False,
         ),
     ] = None,
+    lr_decay_epochs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="GANs: decay both learning rates linearly to 0 over the last N of --epochs "
+            "(fixed when the run starts; a resume keeps it). 0: constant rates.",
+        ),
+    ] = 0,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a GAN or a VAE, with a checkpoint every epoch (resumable)."""
@@ -201,6 +209,7 @@ def train_command(
         strategy=strategy,
         max_train_images=max_train_images,
         steps_per_epoch=steps_per_epoch,
+        lr_decay_epochs=lr_decay_epochs,
         **watching,
     )
     given = set(watching)

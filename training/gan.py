@@ -25,6 +25,23 @@ AUGMENT_SEED_OFFSET = 104729  # the augmentations' random streams, apart from th
 BatchNormStatistics = Literal["recompute", "copied"]
 
 
+class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """`initial` until step `start`, then linearly down to 0 at step `end` (and after).
+
+    Keyed on the optimizer's own step count, which the checkpoint holds, so a resumed run
+    continues the decay exactly where it stopped."""
+
+    def __init__(self, initial: float, start: int, end: int) -> None:
+        self.initial, self.start, self.end = float(initial), int(start), int(end)
+
+    def __call__(self, step: Any) -> Any:
+        done = (keras.ops.cast(step, "float32") - self.start) / float(self.end - self.start)
+        return self.initial * (1.0 - keras.ops.clip(done, 0.0, 1.0))
+
+    def get_config(self) -> dict[str, Any]:
+        return {"initial": self.initial, "start": self.start, "end": self.end}
+
+
 class GAN(keras.Model):
     """Generator, discriminator and the EMA copy of the generator that is exported."""
 
@@ -48,6 +65,8 @@ class GAN(keras.Model):
         r1_every: int = 16,
         diffaugment: str = "",
         ema_decay: float = 0.999,
+        lr_decay_start: int = 0,
+        lr_decay_end: int = 0,
         seed: int = 0,
         **kwargs: Any,
     ) -> None:
@@ -57,10 +76,17 @@ class GAN(keras.Model):
         `discriminator_learning_rate` (two time-scales, Heusel et al. 2017; default: the
         generator's); `real_label` (1.0: no smoothing); a lazy R1 penalty on real images
         (Mescheder et al. 2018) of weight `r1_gamma`, applied every `r1_every` steps and
-        scaled by it; `diffaugment`, a DiffAugment policy such as "translation,cutout"."""
+        scaled by it; `diffaugment`, a DiffAugment policy such as "translation,cutout";
+        `lr_decay_start`/`lr_decay_end`: both learning rates fall linearly to zero between
+        these two training steps (0/0: constant rates)."""
         super().__init__(**kwargs)
         if r1_every < 1:
             raise ValueError(f"r1_every must be at least 1, not {r1_every}")
+        if lr_decay_end and not 0 <= lr_decay_start < lr_decay_end:
+            raise ValueError(
+                "the learning-rate decay must start at a step >= 0 before it ends, "
+                f"not {lr_decay_start}..{lr_decay_end}"
+            )
         self.latent_dim = latent_dim
         self.real_label = real_label
         self.ema_decay = ema_decay
@@ -84,6 +110,11 @@ class GAN(keras.Model):
             "r1_every": self.r1_every,
             "diffaugment": ",".join(self.augment_policy),
             "ema_decay": ema_decay,
+            "lr_decay": (
+                f"linear to 0 from step {lr_decay_start} to {lr_decay_end}"
+                if lr_decay_end
+                else "none"
+            ),
             "loss": "non-saturating"
             + (", one-sided label smoothing" if real_label < 1.0 else "")
             + (", lazy R1" if self.r1_gamma else ""),
@@ -98,8 +129,13 @@ class GAN(keras.Model):
             latent_dim, generator_width, discriminator
         )
         self.ema_generator.set_weights(self.generator.get_weights())
-        self.g_optimizer = keras.optimizers.Adam(learning_rate, beta_1=beta_1)
-        self.d_optimizer = keras.optimizers.Adam(d_learning_rate, beta_1=beta_1)
+        g_rate: float | LinearDecay = learning_rate
+        d_rate: float | LinearDecay = d_learning_rate
+        if lr_decay_end:
+            g_rate = LinearDecay(learning_rate, lr_decay_start, lr_decay_end)
+            d_rate = LinearDecay(d_learning_rate, lr_decay_start, lr_decay_end)
+        self.g_optimizer = keras.optimizers.Adam(g_rate, beta_1=beta_1)
+        self.d_optimizer = keras.optimizers.Adam(d_rate, beta_1=beta_1)
         self.g_optimizer.build(self.generator.trainable_variables)
         self.d_optimizer.build(self.discriminator.trainable_variables)
 

@@ -68,6 +68,9 @@ class TrainConfig:
     max_minutes: float | None = None  # stop after the epoch that reaches this training time
     budget_clock: Literal["wall", "cpu"] = "wall"  # how max_minutes is counted
     threads: int | None = None  # TensorFlow's op threads, if capped (--threads)
+    # A GAN's learning rates fall linearly to 0 over the last N of `epochs`; the window is
+    # fixed in `model_options` (in steps) when the run starts, so a resume keeps it.
+    lr_decay_epochs: int = 0
 
     def resolved_latent_dim(self) -> int:
         return self.latent_dim or (16 if self.kind == "vae" else 64)
@@ -327,6 +330,21 @@ def open_run(
     return run
 
 
+def decay_window(config: TrainConfig, steps_per_epoch: int) -> dict[str, int]:
+    """The GAN options that decay the learning rates over the run's last `lr_decay_epochs`."""
+    if config.kind == "vae":
+        raise ValueError("--lr-decay-epochs is for the GANs; the VAE has no decay")
+    if not 0 < config.lr_decay_epochs <= config.epochs:
+        raise ValueError(
+            f"--lr-decay-epochs must be between 1 and --epochs ({config.epochs}), "
+            f"not {config.lr_decay_epochs}"
+        )
+    return {
+        "lr_decay_start": (config.epochs - config.lr_decay_epochs) * steps_per_epoch,
+        "lr_decay_end": config.epochs * steps_per_epoch,
+    }
+
+
 # Besides the epoch count and the strategy, what a resumed run may change when asked to:
 # how it is watched, not what it trains.
 RESUME_MAY_CHANGE = ("eval_every", "eval_samples", "max_minutes", "budget_clock", "threads")
@@ -400,6 +418,16 @@ def train(
         from training.evaluate import ValidationScorer
 
         scorer = ValidationScorer(data.name, validation_images, data_dir=data_dir)
+    steps = len(images) // config.batch_size
+    if config.steps_per_epoch:
+        steps = min(steps, config.steps_per_epoch)
+    if steps == 0:
+        raise ValueError(f"{len(images)} images is less than one batch of {config.batch_size}")
+    if config.lr_decay_epochs and "lr_decay_end" not in config.model_options:
+        config = dataclasses.replace(
+            config, model_options={**config.model_options, **decay_window(config, steps)}
+        )
+        save_config(run_dir, config)
     strategy = make_strategy(config.strategy)
     run = Run(run_dir, config, strategy)
     run.run_dir.mkdir(parents=True, exist_ok=True)
@@ -416,11 +444,6 @@ def train(
     if start_epoch:
         log.info("resuming %s at epoch %d of %d", run_dir, start_epoch, config.epochs)
     model = run.model
-    steps = len(images) // config.batch_size
-    if config.steps_per_epoch:
-        steps = min(steps, config.steps_per_epoch)
-    if steps == 0:
-        raise ValueError(f"{len(images)} images is less than one batch of {config.batch_size}")
 
     @tf.function
     def distributed_step(batch: Any) -> dict[str, tf.Tensor]:

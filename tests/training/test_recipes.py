@@ -3,6 +3,7 @@ equal-time comparison harness (training/compare.py)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -190,6 +191,68 @@ def test_a_time_budget_stops_the_run_scores_it_and_a_resume_keeps_its_recipe(
     given = {"max_minutes", "budget_clock"}
     again = train(cpu, run_dir, resume=True, progress=False, given=given)
     assert len(again.history) == 4 and load_config(run_dir).budget_clock == "cpu"
+
+
+def test_a_learning_rate_decay_falls_linearly_to_zero_and_a_resume_keeps_its_window(
+    tiny_idx_dir: Path, tmp_path: Path
+) -> None:
+    # The schedule itself: constant, then linear, then zero.
+    model = tiny_gan("ttur", lr_decay_start=2, lr_decay_end=6)
+    rates = [float(model.d_optimizer.learning_rate)]
+    step = tf.function(model.train_step)
+    for _ in range(7):
+        step(batch_for(model))
+        rates.append(float(model.d_optimizer.learning_rate))
+    assert rates == pytest.approx([4e-4, 4e-4, 4e-4, 3e-4, 2e-4, 1e-4, 0.0, 0.0])
+    assert model.hyperparameters["lr_decay"] == "linear to 0 from step 2 to 6"
+    with pytest.raises(ValueError, match="decay must start"):
+        tiny_gan(lr_decay_start=5, lr_decay_end=5)
+
+    # A run fixes its window in steps when it starts: the last 2 of 4 epochs of 2 steps.
+    config = TrainConfig(
+        kind="gan",
+        data_dir=str(tiny_idx_dir),
+        epochs=4,
+        batch_size=32,
+        steps_per_epoch=2,
+        model_options=TINY,
+        eval_every=0,
+        hold_out_validation=False,
+        lr_decay_epochs=2,
+    )
+    run_dir = tmp_path / "run"
+    first = train(dataclasses.replace(config, max_minutes=1e-6), run_dir, progress=False)
+    window = {"lr_decay_start": 4, "lr_decay_end": 8}
+    assert load_config(run_dir).model_options == {**TINY, **window}
+    assert float(first.model.g_optimizer.learning_rate) == pytest.approx(2e-4)  # step 2
+    given = {"max_minutes"}
+    for epochs, rate in ((3, 1e-4), (5, 0.0)):  # steps 6 and 10, the window unchanged
+        more = dataclasses.replace(config, epochs=epochs, max_minutes=None)
+        resumed = train(more, run_dir, resume=True, progress=False, given=given)
+        assert int(resumed.model.g_optimizer.iterations) == 2 * epochs
+        assert float(resumed.model.g_optimizer.learning_rate) == pytest.approx(rate)
+        assert load_config(run_dir).model_options == {**TINY, **window}
+
+
+def test_a_learning_rate_decay_is_refused_for_a_vae_and_past_the_run(
+    tiny_idx_dir: Path, tmp_path: Path
+) -> None:
+    for kind, epochs, decay, message in (
+        ("vae", 3, 1, "is for the GANs"),
+        ("gan", 3, 4, "between 1 and --epochs"),
+    ):
+        config = TrainConfig(
+            kind=kind,  # type: ignore[arg-type]
+            data_dir=str(tiny_idx_dir),
+            epochs=epochs,
+            batch_size=32,
+            steps_per_epoch=1,
+            eval_every=0,
+            hold_out_validation=False,
+            lr_decay_epochs=decay,
+        )
+        with pytest.raises(ValueError, match=message):
+            train(config, tmp_path / kind, progress=False)
 
 
 def fake_run(folder: Path, recipe: str, seed: int, fds: list[float], cpu: float = 60.0) -> None:
