@@ -68,6 +68,14 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(
         default=0, ge=0, description="onnxruntime intra-op threads per model; 0 = its default."
     )
+    switch_interval_ms: float = Field(
+        default=0.2,
+        gt=0,
+        le=100,
+        description="Python's thread switch interval in each server process (milliseconds; "
+        "sys.setswitchinterval, Python's default is 5): the longest the busy event loop keeps "
+        "the GIL from an inference thread that onnxruntime has just handed a batch back to.",
+    )
     max_batch_size: int = Field(
         default=32, ge=1, le=1024, description="Most images in one model run (images)."
     )
@@ -182,6 +190,10 @@ class Settings(BaseSettings):
                 f"max_queue_size ({self.max_queue_size}): such a request could never be queued"
             )
         return self
+
+    @property
+    def switch_interval_s(self) -> float:
+        return self.switch_interval_ms / 1000.0
 
     @property
     def max_batch_delay_s(self) -> float:

@@ -238,3 +238,25 @@ def test_loadtest_chart_without_matplotlib_says_so_before_sending_anything(
     assert code == 2
     assert "--chart needs matplotlib" in stderr
     assert "make install-dev" in stderr and "'.[loadtest]'" in stderr
+
+
+def test_the_server_process_runs_with_the_configured_switch_interval(
+    models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GIL switch interval is set in the process that serves, before it serves."""
+    seen: list[float] = []
+
+    def fake_run(self: object, sockets: object = None) -> None:
+        seen.append(sys.getswitchinterval())
+
+    monkeypatch.setattr(cli._Server, "run", fake_run)
+    monkeypatch.setattr(cli.signal, "signal", lambda signum, handler: None)
+    monkeypatch.setattr(cli.gc, "freeze", lambda: None)
+    before = sys.getswitchinterval()
+    try:
+        settings = Settings(models_dir=models_dir, switch_interval_ms=0.5)
+        assert cli.serve_on_socket(settings, None) == cli.STARTUP_FAILURE_EXIT_CODE  # never ran
+        assert seen == [pytest.approx(0.0005)]
+        assert Settings(models_dir=models_dir).switch_interval_ms == 0.2
+    finally:
+        sys.setswitchinterval(before)
