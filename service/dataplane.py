@@ -14,7 +14,6 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, TypeVar
@@ -156,25 +155,24 @@ class ServedModel:
         self._settings = settings
         self._inference_seconds = metrics.inference_seconds.labels(model=self.name)
         self._images_generated = metrics.images_generated.labels(model=self.name)
-        # One thread per model: onnxruntime parallelises inside a run and releases the GIL.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"infer-{self.name}")
-        # And one that encodes a batch's PNGs while the next batch runs in the model.
-        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"encode-{self.name}")
+        # The batcher's scheduling thread is the model's inference thread (onnxruntime
+        # parallelises inside a run and releases the GIL), and a second thread encodes a
+        # batch's PNGs while the next batch runs in the model.
         self.batcher: batching.DynamicBatcher[ImageJob, JobResult | ItemFailed] = (
             batching.DynamicBatcher(
                 # A failed batch is retried image by image: one poisoned latent then fails
                 # only its own request, not every request that shared its batch.
-                isolate_failures(
-                    batching.threaded_batch_function(self._run_model, self._executor),
-                    name=f"model {self.name}",
-                ),
-                finish_fn=self._encode_batch,
+                isolate_failures(self._run_model, name=f"model {self.name}"),
+                finish_fn=_encode_jobs,
+                needs_finish=_needs_png,
                 max_batch_size=settings.max_batch_size,
                 max_batch_delay_s=settings.max_batch_delay_s,
                 max_queue_size=settings.max_queue_size,
                 observer=metrics.batch_observer(self.name),
                 name=f"model {self.name}",
                 priority_max_items=settings.priority_max_items,
+                thread_name=f"infer-{self.name}",
+                finish_thread_name=f"encode-{self.name}",
             )
         )
 
@@ -187,8 +185,6 @@ class ServedModel:
 
     async def close(self, grace_s: float) -> None:
         await self.batcher.close(grace_s)
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        self._encoder.shutdown(wait=False, cancel_futures=True)
 
     def _run_model(self, jobs: list[ImageJob]) -> list[JobResult]:
         """In the inference thread: the jobs' latents (and class rows), one model run."""
@@ -211,20 +207,6 @@ class ServedModel:
             # (Read from this thread without a lock: a stale count only picks the other path.)
             return _encode_jobs(jobs, list(images))
         return list(images)
-
-    async def _encode_batch(
-        self, jobs: list[ImageJob], images: list[JobResult | ItemFailed]
-    ) -> list[JobResult | ItemFailed]:
-        """The batch's second stage: the PNGs its jobs asked for and did not get in the
-        inference thread, in the encoder thread (so the model runs the next batch meanwhile)."""
-        if not any(
-            job.png_scale and isinstance(image, np.ndarray)
-            for job, image in zip(jobs, images, strict=True)
-        ):
-            return images
-        return await asyncio.get_running_loop().run_in_executor(
-            self._encoder, _encode_jobs, jobs, images
-        )
 
     # -- classes (class-conditional models) -------------------------------------------------
 
@@ -480,6 +462,14 @@ INLINE_PNG_MAX_PIXELS = 4096
 
 
 _Image = TypeVar("_Image", np.ndarray, JobResult, JobResult | ItemFailed)
+
+
+def _needs_png(jobs: Sequence[ImageJob], images: Sequence[JobResult | ItemFailed]) -> bool:
+    """Whether any job still waits for its PNG (the inference thread may have encoded them)."""
+    return any(
+        job.png_scale and isinstance(image, np.ndarray)
+        for job, image in zip(jobs, images, strict=True)
+    )
 
 
 def _encode_jobs(jobs: Sequence[ImageJob], images: Sequence[_Image]) -> list[_Image | bytes]:

@@ -1,6 +1,13 @@
-"""Dynamic batching, free of HTTP and ONNX: scheduling in `batcher`, model calls in `executor`."""
+"""Dynamic batching, free of HTTP and ONNX: scheduling (in a thread of its own) in `batcher`,
+failure isolation in `isolation`."""
 
-from service.batching.batcher import BatchFunction, BatchObserver, DynamicBatcher, FinishFunction
+from service.batching.batcher import (
+    BatchFunction,
+    BatchObserver,
+    DynamicBatcher,
+    FinishFunction,
+    NeedsFinish,
+)
 from service.batching.errors import (
     BatcherClosed,
     BatchingError,
@@ -10,7 +17,6 @@ from service.batching.errors import (
     SchedulerFailed,
     SchedulerRestarting,
 )
-from service.batching.executor import threaded_batch_function
 
 __all__ = [
     "BatchFunction",
@@ -21,8 +27,8 @@ __all__ = [
     "DeadlineExceeded",
     "DynamicBatcher",
     "FinishFunction",
+    "NeedsFinish",
     "QueueFull",
     "SchedulerFailed",
     "SchedulerRestarting",
-    "threaded_batch_function",
 ]

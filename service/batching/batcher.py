@@ -1,18 +1,28 @@
 """Scheduling of the dynamic batcher: a bounded queue, batches formed by size or age, deadlines.
 
-It knows nothing of HTTP or ONNX: it groups items from many callers, hands them to an async
-batch function that returns one result per item, and answers every caller with its results,
-the batch's error, or a deadline error.
+It knows nothing of HTTP or ONNX: it groups items from many callers into batches for a
+blocking batch function that returns one result per item, and answers every caller with its
+results, the batch's error, or a deadline error.
+
+Callers wait on an asyncio event loop; the scheduling runs in a thread of the batcher's own,
+the thread that also runs the batch function (for the service, the model's inference thread).
+When the model is free, that thread forms the next batch from everything queued at that
+moment and runs it at once; the results go back to the loop in one callback. A request crosses
+between threads once each way, and no turn of the busy event loop stands between two model
+runs (scheduling on the loop measured slower: docs/benchmarks.md).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
@@ -30,13 +40,18 @@ logger = logging.getLogger(__name__)
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
 
-BatchFunction = Callable[[list[InT]], Awaitable[list[OutT]]]
-# A second stage (e.g. encoding) over a batch's items and the first stage's results.
-FinishFunction = Callable[[list[InT], list[OutT]], Awaitable[list[OutT]]]
+# Blocking; runs in the batcher's scheduling thread.
+BatchFunction = Callable[[list[InT]], list[OutT]]
+# A second stage (e.g. encoding) over a batch's items and the first stage's results; blocking,
+# runs in the batcher's finishing thread.
+FinishFunction = Callable[[list[InT], list[OutT]], list[OutT]]
+# Whether a batch needs its second stage at all (the first may have done it).
+NeedsFinish = Callable[[list[InT], list[OutT]], bool]
 
 
 class BatchObserver(Protocol):
-    """Receives the batcher's measurements (metrics); every method must be cheap."""
+    """Receives the batcher's measurements (metrics); every method must be cheap and
+    thread-safe (it is called from the event loop and from the scheduling thread)."""
 
     def queue_depth(self, images: int) -> None: ...
 
@@ -78,7 +93,8 @@ _Slot = tuple[_Request[InT, OutT], int]
 
 
 class _Lane(Generic[InT, OutT]):
-    """One FIFO of requests and the number of their items not yet taken into a batch."""
+    """One FIFO of requests and the number of their items not yet taken into a batch
+    (guarded by the batcher's lock)."""
 
     __slots__ = ("items", "requests")
 
@@ -97,7 +113,8 @@ class DynamicBatcher(Generic[InT, OutT]):
 
     A batch runs when `max_batch_size` items wait, when the oldest has waited
     `max_batch_delay_s`, or at once when an item arrives to an empty queue and an idle runtime.
-    At most `max_concurrent_batches` batches run at a time.
+    `max_concurrent_batches` scheduling threads each run one batch at a time (the service uses
+    one per model: onnxruntime parallelises inside a run).
 
     Requests of at most `priority_max_items` items wait in a lane of their own that batches
     take from first; a batch that carries them takes only a quarter of its size from bulk
@@ -106,16 +123,17 @@ class DynamicBatcher(Generic[InT, OutT]):
     `max_queue_size` items, so a bulk flood is refused before any small request is.
     `priority_max_items=0` keeps one lane for all.
 
-    With `finish_fn`, each batch runs in two stages: `batch_fn` (the model) holds one of the
-    `max_concurrent_batches` slots, and `finish_fn` (e.g. PNG encoding) runs after the slot is
-    handed on, so the next batch's model run overlaps this batch's finishing. At most
-    `max_finishing_batches` batches finish at a time; a batch that would exceed it keeps its
-    slot until one is done (back-pressure, so finished-but-unencoded batches cannot pile up).
-    A failed `finish_fn` fails every request in its batch.
+    With `finish_fn`, each batch runs in two stages: `batch_fn` (the model) in the scheduling
+    thread, then `finish_fn` (e.g. PNG encoding) in a finishing thread, so the next batch's
+    model run overlaps this batch's finishing; `needs_finish` may say a batch needs no second
+    stage (its first did the work). At most `max_finishing_batches` batches finish at a time;
+    a batch that would exceed it keeps the model until one is done (back-pressure, so
+    finished-but-unencoded batches cannot pile up). A failed `finish_fn` fails every request
+    in its batch.
 
-    If the scheduling task itself ever fails (a bug, not a failed batch), every waiting caller
+    If the scheduling itself ever fails (a bug, not a failed batch), every waiting caller
     gets SchedulerFailed at once, the batcher reports itself unhealthy, refuses new work with
-    SchedulerRestarting for `restart_delay_s`, and then starts a new scheduler.
+    SchedulerRestarting for `restart_delay_s`, and then starts a new scheduling thread.
     """
 
     def __init__(
@@ -131,7 +149,10 @@ class DynamicBatcher(Generic[InT, OutT]):
         restart_delay_s: float = 1.0,
         priority_max_items: int = 0,
         finish_fn: FinishFunction[InT, OutT] | None = None,
+        needs_finish: NeedsFinish[InT, OutT] | None = None,
         max_finishing_batches: int = 1,
+        thread_name: str | None = None,
+        finish_thread_name: str | None = None,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -145,24 +166,42 @@ class DynamicBatcher(Generic[InT, OutT]):
             raise ValueError(f"max_finishing_batches must be >= 1, got {max_finishing_batches}")
         self._batch_fn = batch_fn
         self._finish_fn = finish_fn
-        self._finishing = asyncio.Semaphore(max_finishing_batches)
+        self._needs_finish = needs_finish
         self.max_batch_size = max_batch_size
         self.max_batch_delay_s = max_batch_delay_s
         self.max_queue_size = max_queue_size
         self.max_concurrent_batches = max_concurrent_batches
         self.name = name
+        self._thread_name = thread_name or name
         self._observer: BatchObserver = observer if observer is not None else _NullObserver()
         self.priority_max_items = priority_max_items
+        # The lock guards the lanes and counts, shared by the loop (submit, abandon) and the
+        # scheduling threads (take); the condition wakes those threads.
+        self._lock = threading.Lock()
+        self._work = threading.Condition(self._lock)
         self._priority: _Lane[InT, OutT] = _Lane()
         self._bulk: _Lane[InT, OutT] = _Lane()
         self._lanes = (self._priority, self._bulk)
         self._queued_items = 0
         self._running_batches = 0
-        self._wakeup = asyncio.Event()
-        self._slots = asyncio.Semaphore(max_concurrent_batches)
-        self._batch_tasks: set[asyncio.Task[None]] = set()
-        self._scheduler: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._threads: list[threading.Thread] = []
+        # Bumped when the scheduling fails: the failed generation's threads stop.
+        self._generation = 0
         self._closing = False
+        self._stopped = False  # close's grace is over: no batch starts any more
+        # Batches in the model or finishing, by id, so that close can fail them after its grace.
+        self._in_flight: dict[int, list[_Slot[InT, OutT]]] = {}
+        self._finish_slots = threading.BoundedSemaphore(max_finishing_batches)
+        self._finishing: set[Future[list[OutT]]] = set()
+        self._finisher = (
+            ThreadPoolExecutor(
+                max_workers=max_finishing_batches,
+                thread_name_prefix=finish_thread_name or f"{self._thread_name}-finish",
+            )
+            if finish_fn is not None
+            else None
+        )
         self.restart_delay_s = restart_delay_s
         self.scheduler_failures = 0
         self.last_scheduler_error: str | None = None
@@ -180,6 +219,7 @@ class DynamicBatcher(Generic[InT, OutT]):
 
     @property
     def running_batches(self) -> int:
+        """Batches in the model (a batch that only finishes no longer counts)."""
         return self._running_batches
 
     @property
@@ -187,20 +227,34 @@ class DynamicBatcher(Generic[InT, OutT]):
         return self._closing
 
     def start(self) -> None:
-        """Start the scheduler task; needs a running event loop."""
-        if self._scheduler is None and self._restart_timer is None:
-            self._scheduler = asyncio.get_running_loop().create_task(
-                self._schedule(), name=f"{self.name}-scheduler"
+        """Start the scheduling threads; call from the event loop that submits."""
+        if self._threads or self._restart_timer is not None or self._stopped:
+            return
+        self._loop = asyncio.get_running_loop()
+        generation = self._generation
+        self._threads = [
+            threading.Thread(
+                target=self._serve,
+                args=(generation,),
+                name=f"{self._thread_name}_{index}",
+                daemon=True,
             )
-            self._scheduler.add_done_callback(self._scheduler_ended)
+            for index in range(self.max_concurrent_batches)
+        ]
+        for thread in self._threads:
+            thread.start()
 
-    def _scheduler_ended(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return  # cancelled or ended by close(): nothing was lost
-        error = task.exception()
+    def _scheduler_ended(self, generation: int, error: BaseException) -> None:
+        """On the loop: a scheduling thread failed outside any batch function."""
+        if generation != self._generation:
+            return  # another thread of that generation reported first
+        self._generation += 1
+        self._threads = []
         self.scheduler_failures += 1
         self.last_scheduler_error = repr(error)
-        waiting = [r for lane in self._lanes for r in lane.requests if not r.future.done()]
+        with self._work:
+            waiting = [r for lane in self._lanes for r in lane.requests if not r.future.done()]
+            self._work.notify_all()  # the failed generation's other threads stop
         logger.error(
             "%s: the batch scheduler failed; failing %d waiting request(s), restarting in %g s",
             self.name,
@@ -210,9 +264,6 @@ class DynamicBatcher(Generic[InT, OutT]):
         )
         failure = SchedulerFailed(f"{self.name}: the batch scheduler failed: {error!r}")
         self._fail_all_queued(failure)
-        self._queued_items = 0
-        self._observer.queue_depth(0)
-        self._scheduler = None
         if not self._closing:
             self._restart_timer = asyncio.get_running_loop().call_later(
                 self.restart_delay_s, self._restart
@@ -240,30 +291,34 @@ class DynamicBatcher(Generic[InT, OutT]):
         if not items:
             return []
         lane = self._priority if len(items) <= self.priority_max_items else self._bulk
-        if lane.items + len(items) > self.max_queue_size:
-            which = "queue" if lane is self._bulk or not self.priority_max_items else "small lane"
-            raise QueueFull(
-                f"{self.name}: {which} holds {lane.items} of {self.max_queue_size} images; "
-                f"no room for {len(items)} more"
-            )
-        self.start()
         loop = asyncio.get_running_loop()
         request: _Request[InT, OutT] = _Request(
-            items=items,
-            future=loop.create_future(),
-            enqueued_at=time.monotonic(),
-            # Abandoned requests may still sit in the deque; only live items count.
-            start_now=self._queued_items == 0
-            and self._running_batches < self.max_concurrent_batches,
+            items=items, future=loop.create_future(), enqueued_at=0.0, start_now=False
         )
+        request.lane = lane
+        with self._work:
+            if lane.items + len(items) > self.max_queue_size:
+                which = (
+                    "queue" if lane is self._bulk or not self.priority_max_items else "small lane"
+                )
+                raise QueueFull(
+                    f"{self.name}: {which} holds {lane.items} of {self.max_queue_size} images; "
+                    f"no room for {len(items)} more"
+                )
+            request.enqueued_at = time.monotonic()
+            # Abandoned requests may still sit in the deque; only live items count.
+            request.start_now = (
+                self._queued_items == 0 and self._running_batches < self.max_concurrent_batches
+            )
+            lane.requests.append(request)
+            lane.items += len(items)
+            self._queued_items += len(items)
+            queued = self._queued_items
+            self._work.notify()
+        self.start()
+        self._observer.queue_depth(queued)
         if timeout_s is not None:
             request.timer = loop.call_later(max(timeout_s, 0.0), self._expire, request, timeout_s)
-        request.lane = lane
-        lane.requests.append(request)
-        lane.items += len(items)
-        self._queued_items += len(items)
-        self._observer.queue_depth(self._queued_items)
-        self._wakeup.set()
         try:
             return await request.future
         finally:
@@ -278,41 +333,58 @@ class DynamicBatcher(Generic[InT, OutT]):
         if self._restart_timer is not None:
             self._restart_timer.cancel()
             self._restart_timer = None
-        self._wakeup.set()
+        with self._work:
+            self._work.notify_all()
         deadline = None if grace_s is None else time.monotonic() + grace_s
 
         def remaining() -> float | None:
             return None if deadline is None else max(0.0, deadline - time.monotonic())
 
-        if self._scheduler is not None:
-            await asyncio.wait({self._scheduler}, timeout=remaining())
-        if self._batch_tasks:
-            await asyncio.wait(set(self._batch_tasks), timeout=remaining())
-        leftovers = [t for t in (self._scheduler, *self._batch_tasks) if t and not t.done()]
-        for task in leftovers:
-            task.cancel()
-        for task in leftovers:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # The threads run what is queued, then end; then the batches still finishing end.
+        for thread in self._threads:
+            await asyncio.to_thread(thread.join, remaining())
+        finishing = {asyncio.wrap_future(future) for future in list(self._finishing)}
+        if finishing:
+            await asyncio.wait(finishing, timeout=remaining())
+        for _ in range(2):  # results the threads posted reach their callers
+            await asyncio.sleep(0)
+        with self._work:
+            self._stopped = True
+            self._work.notify_all()
+        for batch in list(self._in_flight.values()):
+            self._fail_batch(batch, BatcherClosed(f"{self.name} closed during the batch"))
         self._fail_all_queued(BatcherClosed(f"{self.name} closed before this request ran"))
+        if self._finisher is not None:
+            self._finisher.shutdown(wait=False, cancel_futures=True)
 
-    # -- internals ---------------------------------------------------------------------------
+    # -- on the event loop -------------------------------------------------------------------
 
     def _fail_all_queued(self, error: BaseException) -> None:
-        for lane in self._lanes:
-            for request in lane.requests:
-                self._fail(request, error)
-            lane.requests.clear()
-            lane.items = 0
+        with self._work:
+            requests = [request for lane in self._lanes for request in lane.requests]
+            for lane in self._lanes:
+                lane.requests.clear()
+                lane.items = 0
+            for request in requests:
+                request.next_index = len(request.items)  # nothing of it is queued any more
+            self._queued_items = 0
+        for request in requests:
+            if not request.future.done():
+                request.future.set_exception(error)
+        self._observer.queue_depth(0)
 
     def _abandon(self, request: _Request[InT, OutT]) -> None:
         """Take a request's untaken items out of the count; the scheduler skips them later."""
-        if request.queued:
-            self._queued_items -= request.queued
+        with self._lock:
+            queued = request.queued
+            if not queued:
+                return
+            self._queued_items -= queued
             if request.lane is not None:
-                request.lane.items -= request.queued
+                request.lane.items -= queued
             request.next_index = len(request.items)
-            self._observer.queue_depth(self._queued_items)
+            depth = self._queued_items
+        self._observer.queue_depth(depth)
 
     def _fail(self, request: _Request[InT, OutT], error: BaseException) -> None:
         if not request.future.done():
@@ -325,21 +397,45 @@ class DynamicBatcher(Generic[InT, OutT]):
             DeadlineExceeded(f"{self.name}: deadline of {timeout_s * 1000:.0f} ms passed"),
         )
 
-    async def _schedule(self) -> None:
-        while True:
-            await self._slots.acquire()
-            try:
-                batch = await self._next_batch()
-            except BaseException:
-                self._slots.release()
-                raise
-            if batch is None:
-                self._slots.release()
-                return
-            self._running_batches += 1
-            task = asyncio.get_running_loop().create_task(self._run_batch(batch))
-            self._batch_tasks.add(task)
-            task.add_done_callback(self._batch_tasks.discard)
+    def _deliver(self, batch: list[_Slot[InT, OutT]], outputs: list[OutT]) -> None:
+        self._in_flight.pop(id(batch), None)
+        for (request, index), output in zip(batch, outputs, strict=True):
+            if request.future.done():
+                continue
+            request.results[index] = output
+            request.unanswered -= 1
+            if not request.unanswered:
+                request.future.set_result(list(request.results))  # type: ignore[arg-type]
+
+    def _fail_batch(self, batch: list[_Slot[InT, OutT]], error: BaseException) -> None:
+        self._in_flight.pop(id(batch), None)
+        for request in {request for request, _ in batch}:
+            self._fail(request, error)
+
+    # -- in the scheduling threads -----------------------------------------------------------
+
+    def _post(self, callback: Callable[..., None], *args: object) -> None:
+        """Run `callback(*args)` on the event loop."""
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            self._loop.call_soon_threadsafe(callback, *args)
+
+    def _serve(self, generation: int) -> None:
+        batch: list[_Slot[InT, OutT]] | None = None
+        try:
+            while True:
+                with self._work:
+                    batch = self._next_batch(generation)
+                    if batch is None:
+                        return
+                    self._running_batches += 1
+                self._run_batch(batch)
+                batch = None
+        except BaseException as error:  # a bug in the scheduling, not a failed batch
+            if batch is not None:
+                failure = SchedulerFailed(f"{self.name}: the batch scheduler failed: {error!r}")
+                self._post(self._fail_batch, batch, failure)
+            self._post(self._scheduler_ended, generation, error)
 
     def _oldest(self) -> _Request[InT, OutT] | None:
         """The live request that has waited longest, across the lanes."""
@@ -352,15 +448,17 @@ class DynamicBatcher(Generic[InT, OutT]):
                 oldest = lane.requests[0]
         return oldest
 
-    async def _next_batch(self) -> list[_Slot[InT, OutT]] | None:
-        """Wait for work and for the batch to fill or age; None once closing and empty."""
+    def _next_batch(self, generation: int) -> list[_Slot[InT, OutT]] | None:
+        """With the lock held: wait for work and for the batch to fill or age; None once
+        closing and empty, after close's grace, or when this thread's generation failed."""
         while True:
+            if self._stopped or generation != self._generation:
+                return None
             oldest = self._oldest()
             if oldest is None:
                 if self._closing:
                     return None
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                self._work.wait()
                 continue
             if not oldest.start_now:
                 flush_at = oldest.enqueued_at + self.max_batch_delay_s
@@ -368,11 +466,7 @@ class DynamicBatcher(Generic[InT, OutT]):
                     wait_s = flush_at - time.monotonic()
                     if wait_s <= 0:
                         break
-                    self._wakeup.clear()
-                    try:
-                        await asyncio.wait_for(self._wakeup.wait(), wait_s)
-                    except asyncio.TimeoutError:  # TimeoutError is an alias only from 3.11
-                        break
+                    self._work.wait(wait_s)
             batch = self._take(self.max_batch_size)
             if batch:
                 return batch
@@ -405,8 +499,9 @@ class DynamicBatcher(Generic[InT, OutT]):
             if not request.queued:
                 requests.popleft()
 
-    async def _run_batch(self, batch: list[_Slot[InT, OutT]]) -> None:
-        slot_held = True
+    def _run_batch(self, batch: list[_Slot[InT, OutT]]) -> None:
+        """Run one taken batch's first stage here, hand it to the second, post the answers."""
+        in_model = True
         try:
             # Callers may have gone (cancelled, expired, failed) since the batch was taken.
             live = [(request, index) for request, index in batch if not request.future.done()]
@@ -415,37 +510,62 @@ class DynamicBatcher(Generic[InT, OutT]):
             now = time.monotonic()
             self._observer.batch_started([now - request.enqueued_at for request, _ in live])
             items = [request.items[index] for request, index in live]
+            self._in_flight[id(live)] = live
             try:
-                outputs = await self._batch_fn(items)
+                outputs = self._batch_fn(items)
                 self._check_count(outputs, len(live))
-                if self._finish_fn is not None:
-                    async with self._finishing:
-                        # The model is free: the next batch runs while this one finishes.
-                        slot_held = False
-                        self._running_batches -= 1
-                        self._slots.release()
-                        outputs = await self._finish_fn(items, outputs)
-                    self._check_count(outputs, len(live))
-            except asyncio.CancelledError:
-                for request in {request for request, _ in live}:
-                    self._fail(request, BatcherClosed(f"{self.name} closed during the batch"))
-                raise
+                finish = self._finish_fn is not None and (
+                    self._needs_finish is None or self._needs_finish(items, outputs)
+                )
+                if finish:
+                    # Back-pressure: wait for a finishing slot while still holding the model.
+                    self._finish_slots.acquire()
             except Exception as error:
                 logger.warning("%s: batch of %d failed: %r", self.name, len(live), error)
-                for request in {request for request, _ in live}:
-                    self._fail(request, error)
+                self._release_model()
+                in_model = False
+                self._post(self._fail_batch, live, error)
                 return
-            for (request, index), output in zip(live, outputs, strict=True):
-                if request.future.done():
-                    continue
-                request.results[index] = output
-                request.unanswered -= 1
-                if not request.unanswered:
-                    request.future.set_result(list(request.results))  # type: ignore[arg-type]
+            # The model is free before anyone hears back: a caller that answers at once finds
+            # an idle runtime (and its next request starts without the batching delay).
+            self._release_model()
+            in_model = False
+            if not finish:
+                self._post(self._deliver, live, outputs)
+                return
+            assert self._finisher is not None
+            future = self._finisher.submit(self._finish, items, outputs)
+            self._finishing.add(future)
+            future.add_done_callback(functools.partial(self._finished, live))
         finally:
-            if slot_held:
-                self._running_batches -= 1
-                self._slots.release()
+            if in_model:
+                self._release_model()
+
+    def _release_model(self) -> None:
+        with self._lock:
+            self._running_batches -= 1
+
+    def _finish(self, items: list[InT], outputs: list[OutT]) -> list[OutT]:
+        """In the finishing thread: the second stage, checked."""
+        assert self._finish_fn is not None
+        finished = self._finish_fn(items, outputs)
+        self._check_count(finished, len(items))
+        return finished
+
+    def _finished(self, batch: list[_Slot[InT, OutT]], future: Future[list[OutT]]) -> None:
+        self._finish_slots.release()
+        self._finishing.discard(future)
+        if future.cancelled():
+            self._post(
+                self._fail_batch, batch, BatcherClosed(f"{self.name} closed during the batch")
+            )
+            return
+        error = future.exception()
+        if error is not None:
+            logger.warning("%s: finishing a batch of %d failed: %r", self.name, len(batch), error)
+            self._post(self._fail_batch, batch, error)
+        else:
+            self._post(self._deliver, batch, future.result())
 
     def _check_count(self, outputs: object, expected: int) -> None:
         if not isinstance(outputs, list) or len(outputs) != expected:

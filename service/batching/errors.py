@@ -24,7 +24,7 @@ class BatchSizeMismatch(BatchingError):
 
 
 class SchedulerFailed(BatchingError):
-    """The batcher's scheduling task ended with an error; this request was waiting in it."""
+    """The batcher's scheduling thread failed (not a batch); this request was waiting in it."""
 
 
 class SchedulerRestarting(BatchingError):

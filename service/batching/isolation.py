@@ -31,9 +31,9 @@ def isolate_failures(
 ) -> BatchFunction[InT, OutT | ItemFailed]:
     """`batch_fn`, but a failed batch of several items is retried one item at a time."""
 
-    async def run(items: list[InT]) -> list[OutT | ItemFailed]:
+    def run(items: list[InT]) -> list[OutT | ItemFailed]:
         try:
-            return list(await batch_fn(items))
+            return list(batch_fn(items))
         except Exception as error:
             if len(items) == 1:
                 raise
@@ -46,7 +46,7 @@ def isolate_failures(
         results: list[OutT | ItemFailed] = []
         for item in items:
             try:
-                (output,) = await batch_fn([item])
+                (output,) = batch_fn([item])
             except Exception as error:
                 results.append(ItemFailed(error))
             else:

@@ -1,8 +1,13 @@
-"""Scheduling behaviour of the dynamic batcher, timed by asyncio events rather than sleeps."""
+"""Scheduling behaviour of the dynamic batcher, timed by events rather than sleeps.
+
+The batch functions run in the batcher's scheduling thread, so the gates that hold them are
+threading events; the tests wait for them without blocking the event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -18,6 +23,7 @@ from service.batching import (
 LONG_DELAY_S = 60.0  # a delay no test waits for: a batch that runs did not wait on it
 PATIENCE_S = 5.0  # upper bound for things that should happen "at once"
 SHORT_DELAY_S = 0.01  # for tests where a partial batch must flush soon
+GATE_TIMEOUT_S = 2 * PATIENCE_S  # a gate never opened lets its thread go after this
 
 
 class Gated:
@@ -25,44 +31,48 @@ class Gated:
 
     def __init__(self) -> None:
         self.batches: list[list[int]] = []
-        self.started = asyncio.Event()
-        self.gate: asyncio.Event | None = None
+        self.started = threading.Event()
+        self.gate: threading.Event | None = None
         self.error: Exception | None = None
+        self.threads: list[str] = []
 
-    async def enter(self, items: list[int]) -> None:
+    def enter(self, items: list[int]) -> None:
         """Record the batch, wait at the gate if one is set, raise the error if one is set."""
         self.batches.append(list(items))
+        self.threads.append(threading.current_thread().name)
         self.started.set()
-        if self.gate is not None:
-            await self.gate.wait()
+        gate = self.gate
+        if gate is not None:
+            gate.wait(GATE_TIMEOUT_S)
         if self.error is not None:
             raise self.error
 
-    def hold(self) -> asyncio.Event:
-        self.gate = asyncio.Event()
+    def hold(self) -> threading.Event:
+        self.gate = threading.Event()
         self.started.clear()
         return self.gate
+
+    async def wait_started(self) -> None:
+        assert await asyncio.to_thread(self.started.wait, PATIENCE_S), "the stage never ran"
 
 
 class Model(Gated):
     """The batch function: ten times each item."""
 
-    async def __call__(self, items: list[int]) -> list[int]:
-        await self.enter(items)
+    def __call__(self, items: list[int]) -> list[int]:
+        self.enter(items)
         return [item * 10 for item in items]
 
 
 class QueueWatch:
-    """Batch observer that lets a test wait for an exact queue depth."""
+    """Batch observer that records what the batcher reports (from either thread)."""
 
     def __init__(self) -> None:
         self.depth = 0
-        self.changed = asyncio.Event()
         self.batch_sizes: list[int] = []
 
     def queue_depth(self, images: int) -> None:
         self.depth = images
-        self.changed.set()
 
     def batch_started(self, queue_waits_s: list[float]) -> None:
         self.batch_sizes.append(len(queue_waits_s))
@@ -89,20 +99,21 @@ def make(model: Model, **overrides: float) -> DynamicBatcher[int, int]:
 
 async def occupy(
     batcher: DynamicBatcher[int, int], model: Model
-) -> tuple[asyncio.Event, asyncio.Task[list[int]]]:
+) -> tuple[threading.Event, asyncio.Task[list[int]]]:
     """Start a request that keeps the runtime busy until the returned gate is set."""
     gate = model.hold()
     busy = asyncio.create_task(batcher.submit([0]))
-    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    await model.wait_started()
     return gate, busy
 
 
 async def wait_queued(batcher: DynamicBatcher[int, int], items: int) -> None:
-    watch = WATCHES[id(batcher)]
-    while watch.depth != items:
-        watch.changed.clear()
-        await asyncio.wait_for(watch.changed.wait(), PATIENCE_S)
+    for _ in range(int(PATIENCE_S / 0.002)):
+        if batcher.queued_items == items:
+            break
+        await asyncio.sleep(0.002)
     assert batcher.queued_items == items
+    assert WATCHES[id(batcher)].depth == items
 
 
 async def test_lone_request_runs_at_once_without_the_delay() -> None:
@@ -242,7 +253,7 @@ async def test_batch_error_reaches_every_waiter_of_the_batch() -> None:
 
 
 async def test_wrong_result_count_fails_the_batch() -> None:
-    async def broken(items: list[int]) -> list[int]:
+    def broken(items: list[int]) -> list[int]:
         return items[:-1]
 
     batcher = DynamicBatcher(broken, max_batch_size=4, max_batch_delay_s=0, max_queue_size=8)
@@ -347,7 +358,7 @@ async def test_a_failed_scheduler_fails_its_waiters_at_once_and_is_restarted(
     )
     gate = model.hold()
     first = asyncio.create_task(batcher.submit([1]))
-    await asyncio.wait_for(model.started.wait(), PATIENCE_S)  # the runtime is busy with [1]
+    await model.wait_started()  # the runtime is busy with [1]
     waiting = asyncio.create_task(batcher.submit([2, 3], timeout_s=LONG_DELAY_S))
     await asyncio.sleep(0)
 
@@ -386,7 +397,7 @@ async def test_small_requests_go_ahead_of_queued_bulk_work() -> None:
     )
     gate = model.hold()
     first = asyncio.create_task(batcher.submit([0]))
-    await asyncio.wait_for(model.started.wait(), PATIENCE_S)  # the runtime is busy
+    await model.wait_started()  # the runtime is busy
     bulk = [
         asyncio.create_task(batcher.submit(list(range(100 + 10 * i, 108 + 10 * i))))
         for i in range(4)
@@ -417,7 +428,7 @@ async def test_bulk_keeps_a_quarter_of_each_batch_while_small_requests_flood() -
     )
     gate = model.hold()
     first = asyncio.create_task(batcher.submit([0]))
-    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    await model.wait_started()
     bulk = asyncio.create_task(batcher.submit(list(range(100, 108))))
     singles = [asyncio.create_task(batcher.submit([s])) for s in range(1, 17)]
     await asyncio.sleep(0)
@@ -440,7 +451,7 @@ async def test_a_full_bulk_lane_refuses_bulk_but_not_small_requests() -> None:
     )
     gate = model.hold()
     first = asyncio.create_task(batcher.submit([0]))
-    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    await model.wait_started()
     bulk = asyncio.create_task(batcher.submit(list(range(100, 108))))  # fills the bulk lane
     await asyncio.sleep(0)
     with pytest.raises(QueueFull, match="queue holds 8 of 8"):
@@ -458,8 +469,8 @@ async def test_a_full_bulk_lane_refuses_bulk_but_not_small_requests() -> None:
 class Finisher(Gated):
     """The second stage: one more than the model's output."""
 
-    async def __call__(self, items: list[int], outputs: list[int]) -> list[int]:
-        await self.enter(items)
+    def __call__(self, items: list[int], outputs: list[int]) -> list[int]:
+        self.enter(items)
         return [output + 1 for output in outputs]
 
 
@@ -479,14 +490,14 @@ def make_two_stage(
 async def test_the_next_batch_runs_in_the_model_while_the_last_one_finishes() -> None:
     model, finisher = Model(), Finisher()
     batcher = make_two_stage(model, finisher)
-    finisher.gate = asyncio.Event()
+    finisher.gate = threading.Event()
     first = asyncio.create_task(batcher.submit([1]))
-    await asyncio.wait_for(finisher.started.wait(), PATIENCE_S)
+    await finisher.wait_started()
     assert batcher.running_batches == 0  # the model's slot was handed on
     # The first batch is still finishing, and the second goes through the model meanwhile.
     model.started.clear()
     second = asyncio.create_task(batcher.submit([2]))
-    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    await model.wait_started()
     assert not first.done()
     finisher.gate.set()
     assert list(await asyncio.wait_for(asyncio.gather(first, second), PATIENCE_S)) == [[11], [21]]
@@ -497,12 +508,12 @@ async def test_the_next_batch_runs_in_the_model_while_the_last_one_finishes() ->
 async def test_a_batch_waits_for_a_finishing_slot_holding_the_model() -> None:
     model, finisher = Model(), Finisher()
     batcher = make_two_stage(model, finisher, max_finishing_batches=1)
-    finisher.gate = asyncio.Event()
+    finisher.gate = threading.Event()
     first = asyncio.create_task(batcher.submit([1]))
-    await asyncio.wait_for(finisher.started.wait(), PATIENCE_S)
+    await finisher.wait_started()
     model.started.clear()
     second = asyncio.create_task(batcher.submit([2]))
-    await asyncio.wait_for(model.started.wait(), PATIENCE_S)
+    await model.wait_started()
     for _ in range(5):
         await asyncio.sleep(0)
     # The second batch left the model but cannot finish yet: it keeps the model's slot, so a
@@ -532,7 +543,7 @@ async def test_a_failed_finish_fails_its_batch_and_the_batcher_goes_on() -> None
 
 
 async def test_a_finish_with_the_wrong_result_count_fails_the_batch() -> None:
-    async def drops_one(items: list[int], outputs: list[int]) -> list[int]:
+    def drops_one(items: list[int], outputs: list[int]) -> list[int]:
         return outputs[:-1]
 
     batcher = DynamicBatcher(
@@ -546,9 +557,9 @@ async def test_a_finish_with_the_wrong_result_count_fails_the_batch() -> None:
 async def test_close_waits_for_batches_that_are_finishing() -> None:
     model, finisher = Model(), Finisher()
     batcher = make_two_stage(model, finisher)
-    finisher.gate = asyncio.Event()
+    finisher.gate = threading.Event()
     request = asyncio.create_task(batcher.submit([4]))
-    await asyncio.wait_for(finisher.started.wait(), PATIENCE_S)
+    await finisher.wait_started()
     closing = asyncio.create_task(batcher.close(PATIENCE_S))
     for _ in range(5):
         await asyncio.sleep(0)
@@ -556,3 +567,40 @@ async def test_close_waits_for_batches_that_are_finishing() -> None:
     finisher.gate.set()
     await asyncio.wait_for(closing, PATIENCE_S)
     assert request.result() == [41]
+
+
+async def test_batches_run_in_the_batchers_threads_and_skip_a_finish_they_do_not_need() -> None:
+    model, finisher = Model(), Finisher()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=4,
+        max_batch_delay_s=0,
+        max_queue_size=16,
+        finish_fn=finisher,
+        needs_finish=lambda items, outputs: items[0] != 0,  # a batch led by 0 needs none
+        thread_name="infer-test",
+        finish_thread_name="encode-test",
+    )
+    assert await asyncio.wait_for(batcher.submit([1, 2]), PATIENCE_S) == [11, 21]
+    assert await asyncio.wait_for(batcher.submit([0, 3]), PATIENCE_S) == [0, 30]
+    assert [name.split("_")[0] for name in model.threads] == ["infer-test", "infer-test"]
+    assert [name.split("_")[0] for name in finisher.threads] == ["encode-test"]
+    assert finisher.batches == [[1, 2]]
+    await batcher.close()
+
+
+async def test_requests_that_arrive_during_a_run_join_the_next_batch_whole() -> None:
+    """The next batch is formed when the model is free, from everything queued by then."""
+    model = Model()
+    batcher = make(model, max_batch_size=8, max_batch_delay_s=0)
+    gate, busy = await occupy(batcher, model)
+    waiters = [asyncio.create_task(batcher.submit([i])) for i in range(1, 6)]
+    await wait_queued(batcher, 5)
+    model.gate = None
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), PATIENCE_S) == [
+        [i * 10] for i in range(1, 6)
+    ]
+    await busy
+    assert model.batches == [[0], [1, 2, 3, 4, 5]]
+    await batcher.close()
