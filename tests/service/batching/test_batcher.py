@@ -604,3 +604,37 @@ async def test_requests_that_arrive_during_a_run_join_the_next_batch_whole() -> 
     await busy
     assert model.batches == [[0], [1, 2, 3, 4, 5]]
     await batcher.close()
+
+
+async def test_a_scheduling_failure_with_a_batch_in_hand_fails_that_batch_at_once() -> None:
+    """A bug after a batch was taken (here: the observer) fails that batch's callers with
+    SchedulerFailed at once, not at their deadline, and the batcher restarts."""
+    from service.batching import SchedulerFailed
+
+    class BrokenObserver(QueueWatch):
+        broken = True
+
+        def batch_started(self, queue_waits_s: list[float]) -> None:
+            if self.broken:
+                raise RuntimeError("observer bug")
+
+    observer = BrokenObserver()
+    model = Model()
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        model,
+        max_batch_size=4,
+        max_batch_delay_s=0,
+        max_queue_size=16,
+        observer=observer,
+        restart_delay_s=0.05,
+    )
+    with pytest.raises(SchedulerFailed, match="observer bug"):
+        await asyncio.wait_for(batcher.submit([1, 2], timeout_s=LONG_DELAY_S), PATIENCE_S)
+    assert model.batches == []  # the model never saw it
+    observer.broken = False
+    for _ in range(int(PATIENCE_S / 0.01)):
+        if batcher.healthy:
+            break
+        await asyncio.sleep(0.01)
+    assert await asyncio.wait_for(batcher.submit([3]), PATIENCE_S) == [30]
+    await batcher.close()
