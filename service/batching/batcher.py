@@ -292,6 +292,9 @@ class DynamicBatcher(Generic[InT, OutT]):
             return []
         lane = self._priority if len(items) <= self.priority_max_items else self._bulk
         loop = asyncio.get_running_loop()
+        if self._loop is not None and loop is not self._loop:
+            # The answers go to the loop that started the threads: here they would never come.
+            raise RuntimeError(f"{self.name}: submit from the event loop that started it")
         request: _Request[InT, OutT] = _Request(
             items=items, future=loop.create_future(), enqueued_at=0.0, start_now=False
         )

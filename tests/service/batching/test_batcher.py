@@ -638,3 +638,20 @@ async def test_a_scheduling_failure_with_a_batch_in_hand_fails_that_batch_at_onc
         await asyncio.sleep(0.01)
     assert await asyncio.wait_for(batcher.submit([3]), PATIENCE_S) == [30]
     await batcher.close()
+
+
+def test_a_submit_from_another_event_loop_is_refused_not_left_hanging() -> None:
+    model = Model()
+    batcher = make(model, max_batch_delay_s=0)
+
+    async def first_loop() -> list[int]:
+        return await asyncio.wait_for(batcher.submit([1]), PATIENCE_S)
+
+    assert asyncio.run(first_loop()) == [10]
+
+    async def second_loop() -> None:
+        with pytest.raises(RuntimeError, match="from the event loop that started it"):
+            await batcher.submit([2])
+
+    asyncio.run(second_loop())
+    assert model.batches == [[1]]
