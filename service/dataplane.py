@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import numpy as np
 
@@ -464,20 +464,20 @@ INLINE_PNG_MAX_PIXELS = 4096
 _Image = TypeVar("_Image", np.ndarray, JobResult, JobResult | ItemFailed)
 
 
+def _wants_png(image: object, job: ImageJob) -> TypeGuard[np.ndarray]:
+    """The job asked for a PNG and its image is still pixels (not bytes, not a failure)."""
+    return bool(job.png_scale) and isinstance(image, np.ndarray)
+
+
 def _needs_png(jobs: Sequence[ImageJob], images: Sequence[JobResult | ItemFailed]) -> bool:
     """Whether any job still waits for its PNG (the inference thread may have encoded them)."""
-    return any(
-        job.png_scale and isinstance(image, np.ndarray)
-        for job, image in zip(jobs, images, strict=True)
-    )
+    return any(_wants_png(image, job) for job, image in zip(jobs, images, strict=True))
 
 
 def _encode_jobs(jobs: Sequence[ImageJob], images: Sequence[_Image]) -> list[_Image | bytes]:
     """PNG bytes for the jobs that asked for them (an image that failed stays a failure)."""
     return [
-        imaging.encode_png(image, job.png_scale)
-        if job.png_scale and isinstance(image, np.ndarray)
-        else image
+        imaging.encode_png(image, job.png_scale) if _wants_png(image, job) else image
         for job, image in zip(jobs, images, strict=True)
     ]
 

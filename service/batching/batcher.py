@@ -504,7 +504,7 @@ class DynamicBatcher(Generic[InT, OutT]):
 
     def _run_batch(self, batch: list[_Slot[InT, OutT]]) -> None:
         """Run one taken batch's first stage here, hand it to the second, post the answers."""
-        in_model = True
+        failure: Exception | None = None
         try:
             # Callers may have gone (cancelled, expired, failed) since the batch was taken.
             live = [(request, index) for request, index in batch if not request.future.done()]
@@ -525,28 +525,21 @@ class DynamicBatcher(Generic[InT, OutT]):
                     self._finish_slots.acquire()
             except Exception as error:
                 logger.warning("%s: batch of %d failed: %r", self.name, len(live), error)
-                self._release_model()
-                in_model = False
-                self._post(self._fail_batch, live, error)
-                return
+                failure = error
+        finally:
             # The model is free before anyone hears back: a caller that answers at once finds
             # an idle runtime (and its next request starts without the batching delay).
-            self._release_model()
-            in_model = False
-            if not finish:
-                self._post(self._deliver, live, outputs)
-                return
+            with self._lock:
+                self._running_batches -= 1
+        if failure is not None:
+            self._post(self._fail_batch, live, failure)
+        elif not finish:
+            self._post(self._deliver, live, outputs)
+        else:
             assert self._finisher is not None
             future = self._finisher.submit(self._finish, items, outputs)
             self._finishing.add(future)
             future.add_done_callback(functools.partial(self._finished, live))
-        finally:
-            if in_model:
-                self._release_model()
-
-    def _release_model(self) -> None:
-        with self._lock:
-            self._running_batches -= 1
 
     def _finish(self, items: list[InT], outputs: list[OutT]) -> list[OutT]:
         """In the finishing thread: the second stage, checked."""

@@ -116,6 +116,15 @@ async def wait_queued(batcher: DynamicBatcher[int, int], items: int) -> None:
     assert WATCHES[id(batcher)].depth == items
 
 
+async def wait_healthy(batcher: DynamicBatcher[int, int]) -> None:
+    """Wait for a restarted scheduler."""
+    for _ in range(int(PATIENCE_S / 0.01)):
+        if batcher.healthy:
+            break
+        await asyncio.sleep(0.01)
+    assert batcher.healthy
+
+
 async def test_lone_request_runs_at_once_without_the_delay() -> None:
     model = Model()
     batcher = make(model)
@@ -377,11 +386,7 @@ async def test_a_failed_scheduler_fails_its_waiters_at_once_and_is_restarted(
     with pytest.raises(SchedulerRestarting):
         await batcher.submit([4])
     del batcher._take  # the bug is gone; the restarted scheduler serves again
-    for _ in range(int(PATIENCE_S / 0.01)):
-        if batcher.healthy:
-            break
-        await asyncio.sleep(0.01)
-    assert batcher.healthy
+    await wait_healthy(batcher)
     assert await asyncio.wait_for(batcher.submit([5, 6]), PATIENCE_S) == [50, 60]
     await batcher.close(1.0)
 
@@ -632,10 +637,7 @@ async def test_a_scheduling_failure_with_a_batch_in_hand_fails_that_batch_at_onc
         await asyncio.wait_for(batcher.submit([1, 2], timeout_s=LONG_DELAY_S), PATIENCE_S)
     assert model.batches == []  # the model never saw it
     observer.broken = False
-    for _ in range(int(PATIENCE_S / 0.01)):
-        if batcher.healthy:
-            break
-        await asyncio.sleep(0.01)
+    await wait_healthy(batcher)
     assert await asyncio.wait_for(batcher.submit([3]), PATIENCE_S) == [30]
     await batcher.close()
 
