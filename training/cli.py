@@ -160,13 +160,16 @@ def train_command(
         ),
     ] = None,
     lr_decay_epochs: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=0,
             help="GANs: decay both learning rates linearly to 0 over the last N of --epochs "
-            "(fixed when the run starts; a resume keeps it). 0: constant rates.",
+            "(fixed in steps when the run starts; a resume keeps it unless given again, "
+            "which sets a new window over the new --epochs: a warm restart). [0: constant "
+            "rates]",
+            show_default=False,
         ),
-    ] = 0,
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """Train a GAN or a VAE, with a checkpoint every epoch (resumable)."""
@@ -193,6 +196,7 @@ def train_command(
             ("max_minutes", max_minutes),
             ("budget_clock", budget_clock),
             ("threads", threads),
+            ("lr_decay_epochs", lr_decay_epochs),
         )
         if value is not None
     }
@@ -209,7 +213,6 @@ def train_command(
         strategy=strategy,
         max_train_images=max_train_images,
         steps_per_epoch=steps_per_epoch,
-        lr_decay_epochs=lr_decay_epochs,
         **watching,
     )
     given = set(watching)

@@ -69,8 +69,10 @@ class TrainConfig:
     budget_clock: Literal["wall", "cpu"] = "wall"  # how max_minutes is counted
     threads: int | None = None  # TensorFlow's op threads, if capped (--threads)
     # A GAN's learning rates fall linearly to 0 over the last N of `epochs`; the window is
-    # fixed in `model_options` (in steps) when the run starts, so a resume keeps it.
+    # fixed in `model_options` (in steps) when the run starts, so a resume keeps it, unless
+    # the resume names a new one (a warm restart), which moves the old window here.
     lr_decay_epochs: int = 0
+    earlier_lr_decay_windows: list[dict[str, int]] = field(default_factory=list)
 
     def resolved_latent_dim(self) -> int:
         return self.latent_dim or (16 if self.kind == "vae" else 64)
@@ -345,9 +347,38 @@ def decay_window(config: TrainConfig, steps_per_epoch: int) -> dict[str, int]:
     }
 
 
+def fix_decay_window(config: TrainConfig, steps_per_epoch: int, *, rewindow: bool) -> TrainConfig:
+    """`config` with its decay window in `model_options`: set when the run starts, kept on a
+    resume, or (`rewindow`: a resume that names --lr-decay-epochs) replaced by the window
+    over the last `lr_decay_epochs` of the new `epochs`, the old one kept in the record."""
+    options = dict(config.model_options)
+    current = {key: options[key] for key in DECAY_WINDOW_KEYS if key in options}
+    if current and not rewindow:
+        return config
+    wanted = decay_window(config, steps_per_epoch) if config.lr_decay_epochs else {}
+    if wanted == current:
+        return config
+    earlier = list(config.earlier_lr_decay_windows)
+    if current:
+        earlier.append(current)
+        log.info(
+            "learning-rate decay: window %s replaced by %s",
+            "..".join(str(current[key]) for key in DECAY_WINDOW_KEYS),
+            "..".join(str(wanted[key]) for key in DECAY_WINDOW_KEYS) if wanted else "none",
+        )
+    for key in DECAY_WINDOW_KEYS:
+        options.pop(key, None)
+    return dataclasses.replace(
+        config, model_options={**options, **wanted}, earlier_lr_decay_windows=earlier
+    )
+
+
 # Besides the epoch count and the strategy, what a resumed run may change when asked to:
 # how it is watched, not what it trains.
 RESUME_MAY_CHANGE = ("eval_every", "eval_samples", "max_minutes", "budget_clock", "threads")
+# ... and, when given, a GAN's learning-rate decay: a new window over the last N of the new
+# --epochs (rates go back up if the old window had ended: a warm restart, recorded).
+DECAY_WINDOW_KEYS = ("lr_decay_start", "lr_decay_end")
 
 
 def train(
@@ -377,7 +408,8 @@ def train(
     if resume and has_checkpoint:
         saved = load_config(run_dir)
         # A resumed run keeps its recipe; only the target epoch count may grow.
-        watching = {name: getattr(config, name) for name in RESUME_MAY_CHANGE if name in given}
+        may_change = (*RESUME_MAY_CHANGE, "lr_decay_epochs")
+        watching = {name: getattr(config, name) for name in may_change if name in given}
         for name, value in watching.items():
             if value != getattr(saved, name):
                 log.info("resuming with %s=%s (the run had %s)", name, value, getattr(saved, name))
@@ -423,11 +455,8 @@ def train(
         steps = min(steps, config.steps_per_epoch)
     if steps == 0:
         raise ValueError(f"{len(images)} images is less than one batch of {config.batch_size}")
-    if config.lr_decay_epochs and "lr_decay_end" not in config.model_options:
-        config = dataclasses.replace(
-            config, model_options={**config.model_options, **decay_window(config, steps)}
-        )
-        save_config(run_dir, config)
+    config = fix_decay_window(config, steps, rewindow=resume and "lr_decay_epochs" in given)
+    save_config(run_dir, config)
     strategy = make_strategy(config.strategy)
     run = Run(run_dir, config, strategy)
     run.run_dir.mkdir(parents=True, exist_ok=True)

@@ -232,6 +232,22 @@ def test_a_learning_rate_decay_falls_linearly_to_zero_and_a_resume_keeps_its_win
         assert int(resumed.model.g_optimizer.iterations) == 2 * epochs
         assert float(resumed.model.g_optimizer.learning_rate) == pytest.approx(rate)
         assert load_config(run_dir).model_options == {**TINY, **window}
+    assert load_config(run_dir).earlier_lr_decay_windows == []
+
+    # A resume that names a decay again sets a new window over the new epochs (a warm
+    # restart: the rates go back up), records the old one, and a later resume keeps it.
+    restart = dataclasses.replace(config, epochs=8, max_minutes=1e-6)
+    given = {"max_minutes", "lr_decay_epochs"}
+    resumed = train(restart, run_dir, resume=True, progress=False, given=given)
+    assert int(resumed.model.g_optimizer.iterations) == 12  # one epoch more: the budget
+    assert float(resumed.model.g_optimizer.learning_rate) == pytest.approx(2e-4)
+    saved = load_config(run_dir)
+    assert saved.model_options == {**TINY, "lr_decay_start": 12, "lr_decay_end": 16}
+    assert saved.earlier_lr_decay_windows == [window]
+    resumed = train(restart, run_dir, resume=True, progress=False, given={"max_minutes"})
+    assert int(resumed.model.g_optimizer.iterations) == 14
+    assert float(resumed.model.g_optimizer.learning_rate) == pytest.approx(1e-4)
+    assert load_config(run_dir).earlier_lr_decay_windows == [window]
 
 
 def test_a_learning_rate_decay_is_refused_for_a_vae_and_past_the_run(
