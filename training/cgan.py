@@ -28,15 +28,30 @@ class CGAN(GAN):
 
     kind = "cgan"
 
-    def __init__(self, latent_dim: int = 64, *, num_classes: int = 10, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        latent_dim: int = 64,
+        *,
+        num_classes: int = 10,
+        class_loss_weight: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        """`class_loss_weight` > 0 adds an auxiliary classifier to the discriminator
+        (Odena et al. 2017), trained on real images only; the generator is pushed, with
+        this weight, to make images it classifies as their class."""
+        if class_loss_weight < 0:
+            raise ValueError(f"class_loss_weight must be >= 0, not {class_loss_weight}")
         self._num_classes = num_classes
+        self.class_loss_weight = float(class_loss_weight)
         super().__init__(latent_dim, **kwargs)
         self.num_classes = num_classes
         self.hyperparameters = {
             **self.hyperparameters,
             "num_classes": num_classes,
             "conditioning": "class embedding at the input and a per-class channel shift "
-            "after every BatchNorm (generator); projection discriminator",
+            "after every BatchNorm (generator); projection discriminator"
+            + (", auxiliary classifier (real images only)" if self.class_loss_weight else ""),
+            "class_loss_weight": self.class_loss_weight,
         }
 
     _statistics_note = " with classes i % num_classes (uniform)"
@@ -48,8 +63,25 @@ class CGAN(GAN):
         return (
             build_conditional_generator(latent_dim, classes, generator_width),
             build_conditional_generator(latent_dim, classes, generator_width, name="ema_generator"),
-            build_projection_discriminator(classes, **discriminator),
+            build_projection_discriminator(
+                classes, **discriminator, class_head=bool(self.class_loss_weight)
+            ),
         )
+
+    def _auxiliary_losses(
+        self, real_inputs: Any, real_extra: Any, fake_inputs: Any, fake_extra: Any
+    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+        """The auxiliary classifier's cross-entropies against the class weights (soft
+        targets, so a blend is a valid label): on real images for the discriminator, on
+        fakes for the generator. The classifier never learns from fakes, so it cannot
+        reward the generator for classes that are merely easy to fake."""
+        if not self.class_loss_weight:
+            return super()._auxiliary_losses(real_inputs, real_extra, fake_inputs, fake_extra)
+        cross_entropy = tf.nn.softmax_cross_entropy_with_logits
+        d_class = tf.reduce_mean(cross_entropy(real_inputs[1], real_extra[0]))
+        g_class = tf.reduce_mean(cross_entropy(fake_inputs[1], fake_extra[0]))
+        weight = self.class_loss_weight
+        return weight * d_class, weight * g_class, {"d_class": d_class, "g_class": g_class}
 
     def served_inputs(self, latents: np.ndarray, seeds: Any = None) -> Any:
         """[latents, class weights]: seed s (or row i when no seeds are given) means class

@@ -190,19 +190,22 @@ class GAN(keras.Model):
         # generator's forward pass is the dearest part of a step, so it is not repeated.
         with tf.GradientTape() as d_tape, tf.GradientTape() as g_tape:
             fake_images = self.generator(generator_inputs, training=True)
-            real_logits = self.discriminator(real_inputs, training=True)
+            real_logits, real_extra = self._judge(real_inputs)
             fake_inputs = self._augmented(discriminator_inputs(fake_images), offset=1)
-            fake_logits = self.discriminator(fake_inputs, training=True)
+            fake_logits, fake_extra = self._judge(fake_inputs)
             # Discriminator: real -> real_label (one-sided smoothing), fake -> 0.
             d_loss = tf.reduce_mean(
                 bce(tf.fill(tf.shape(real_logits), self.real_label), real_logits)
             ) + tf.reduce_mean(bce(tf.zeros_like(fake_logits), fake_logits))
             r1 = self._lazy_r1(real_inputs) if self.r1_gamma else tf.constant(0.0)
-            d_loss_total = d_loss + r1
             # Generator: non-saturating loss, make the discriminator call fakes real.
             g_loss = tf.reduce_mean(bce(tf.ones_like(fake_logits), fake_logits))
+            d_extra, g_extra, extra_metrics = self._auxiliary_losses(
+                real_inputs, real_extra, fake_inputs, fake_extra
+            )
+            d_loss_total = d_loss + r1 + d_extra
             # Divided by the replica count because gradients are summed across replicas.
-            d_scaled, g_scaled = d_loss_total / replicas, g_loss / replicas
+            d_scaled, g_scaled = d_loss_total / replicas, (g_loss + g_extra) / replicas
         d_grads = d_tape.gradient(d_scaled, self.discriminator.trainable_variables)
         g_grads = g_tape.gradient(g_scaled, self.generator.trainable_variables)
         self.d_optimizer.apply_gradients(
@@ -219,7 +222,22 @@ class GAN(keras.Model):
         }
         if self.r1_gamma:
             metrics["r1"] = r1
-        return metrics
+        return {**metrics, **extra_metrics}
+
+    def _judge(self, inputs: Any) -> tuple[tf.Tensor, Any]:
+        """The discriminator's real/fake logits for `inputs`, and its other outputs (None
+        for a discriminator with one output)."""
+        outputs = self.discriminator(inputs, training=True)
+        if isinstance(outputs, list | tuple):
+            return outputs[0], outputs[1:]
+        return outputs, None
+
+    def _auxiliary_losses(
+        self, real_inputs: Any, real_extra: Any, fake_inputs: Any, fake_extra: Any
+    ) -> tuple[tf.Tensor, tf.Tensor, dict[str, tf.Tensor]]:
+        """Loss terms beyond the adversarial ones, from the discriminator's other outputs:
+        (discriminator's, generator's, metrics). None here; a subclass may add some."""
+        return tf.constant(0.0), tf.constant(0.0), {}
 
     @staticmethod
     def _images_of(inputs: Any) -> tf.Tensor:
@@ -246,7 +264,7 @@ class GAN(keras.Model):
             images = self._images_of(real_inputs)
             with tf.GradientTape() as tape:
                 tape.watch(images)
-                logits = self.discriminator(self._with_images(real_inputs, images), training=True)
+                logits, _ = self._judge(self._with_images(real_inputs, images))
                 total = tf.reduce_sum(logits)
             grads = tape.gradient(total, images)
             squared = tf.reduce_mean(tf.reduce_sum(tf.square(grads), axis=[1, 2, 3]))

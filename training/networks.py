@@ -149,9 +149,12 @@ def build_projection_discriminator(
     dropout: float = 0.3,
     depth: int = 2,
     spectral_norm: bool = False,
+    class_head: bool = False,
 ) -> keras.Model:
     """DCGAN discriminator with a projection head (Miyato & Koyama 2018):
-    logit = w . h + <embed(class weights), h> for the image features h."""
+    logit = w . h + <embed(class weights), h> for the image features h. `class_head` adds a
+    second output, class logits [N, num_classes] from the same features (an auxiliary
+    classifier, Odena et al. 2017)."""
     image = keras.Input(IMAGE_SHAPE, name="image")
     class_weights = keras.Input((num_classes,), name="class_weights")
     h = _discriminator_features(image, width, depth, dropout, spectral_norm)
@@ -160,4 +163,8 @@ def build_projection_discriminator(
     embedding = _maybe_normalised(embed, spectral_norm)(class_weights)
     projection = layers.Dot(axes=1)([embedding, h])
     logit = layers.Add(name="projected_logit")([unconditional, projection])
-    return keras.Model([image, class_weights], logit, name="discriminator")
+    if not class_head:
+        return keras.Model([image, class_weights], logit, name="discriminator")
+    classifier = layers.Dense(num_classes, name="class_logits")
+    class_logits = _maybe_normalised(classifier, spectral_norm)(h)
+    return keras.Model([image, class_weights], [logit, class_logits], name="discriminator")

@@ -22,6 +22,7 @@ class Recipe:
     summary: str
     model_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 128
+    conditional_only: bool = False  # for `imagegen train cgan` only
 
 
 RECIPES: dict[str, Recipe] = {
@@ -64,6 +65,14 @@ RECIPES: dict[str, Recipe] = {
         ),
         Recipe("batch64", "batch 64 instead of 128 (twice the steps)", batch_size=64),
         Recipe("batch32", "batch 32 instead of 128 (four times the steps)", batch_size=32),
+        Recipe(
+            "batch32-ac",
+            "conditional models: batch 32 plus an auxiliary classifier on D, trained on "
+            "real images, whose cross-entropy the generator also minimises (weight 1)",
+            {"class_loss_weight": 1.0},
+            batch_size=32,
+            conditional_only=True,
+        ),
     )
 }
 

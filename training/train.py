@@ -88,7 +88,10 @@ class TrainConfig:
             raise ValueError(f"recipes are for the GANs; a VAE has none (got {self.recipe!r})")
         from training.recipes import get_recipe
 
-        return {**get_recipe(self.recipe).model_options, **self.model_options}
+        recipe = get_recipe(self.recipe)
+        if recipe.conditional_only and self.kind != "cgan":
+            raise ValueError(f"recipe {recipe.name!r} is for the conditional GAN (cgan) only")
+        return {**recipe.model_options, **self.model_options}
 
 
 def code_revision() -> str:
