@@ -85,7 +85,8 @@ def train_command(
         str | None,
         typer.Option(
             help="A GAN recipe from training/recipes.py: dcgan (shipped, the default), "
-            "wide-d, deep-d, ttur, sn-d, r1, diffaugment, batch64, batch32.",
+            "wide-d, deep-d, ttur, sn-d, r1, diffaugment, batch64, batch32; cgan only: "
+            "batch32-ac (an auxiliary classifier on the discriminator).",
             show_default=False,
         ),
     ] = None,
