@@ -418,3 +418,16 @@ def test_the_comparison_runs_recipes_side_by_side_for_the_same_budget(
         timeout=120,
     )
     assert again.stdout.count("already trained") == 2
+
+
+def test_every_recipe_is_named_in_the_readme_and_the_cli_help() -> None:
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    for name in RECIPES:
+        assert f"`{name}`" in readme or f"`--recipe {name}`" in readme, name
+        assert name in result.output, name
