@@ -68,8 +68,10 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "batch32-ac",
             "conditional models: batch 32 plus an auxiliary classifier on D, trained on "
-            "real images, whose cross-entropy the generator also minimises (weight 1)",
-            {"class_loss_weight": 1.0},
+            "real images, whose cross-entropy the generator also minimises (weight 0.1; "
+            "at weight 1 the fashion-mnist cgan collapsed: validation recall 0.001 by "
+            "epoch 16)",
+            {"class_loss_weight": 0.1},
             batch_size=32,
             conditional_only=True,
         ),

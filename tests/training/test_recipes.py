@@ -68,7 +68,7 @@ def test_the_auxiliary_classifier_learns_classes_from_real_images_only() -> None
     model = tiny_gan("batch32-ac", CGAN)
     discriminator = model.discriminator
     assert [tuple(o.shape) for o in discriminator.outputs] == [(None, 1), (None, 10)]
-    assert model.hyperparameters["class_loss_weight"] == 1.0
+    assert model.hyperparameters["class_loss_weight"] == 0.1
     images, classes = batch_for(model)
     step = tf.function(model.train_step)
     out = step((images, classes))
