@@ -3,6 +3,7 @@
     python -m training.compare run --dataset fashion-mnist --minutes 15 \\
         --recipes dcgan,wide-d,ttur,sn-d,r1,batch64 --seeds 0
     python -m training.compare report --dataset fashion-mnist
+    python -m training.compare curves RUN [RUN...] --out docs/recipes/runs/NAME
 
 `run` trains every (recipe, seed) pair for the same budget of CPU time, `--parallel`
 at a time, each pinned to its own core (`taskset`) with one TensorFlow thread, so runs
@@ -11,7 +12,9 @@ generator, BatchNorm statistics recomputed) on the validation split every ~`--ev
 steps: the curve. A run that stopped early resumes; a finished one is left alone.
 
 `report` reads the run folders and writes `docs/recipes/<dataset>.json` (the curves) and
-`docs/recipes/<dataset>.png` (validation FD against training minutes); `python -m
+`docs/recipes/<dataset>.png` (validation FD against training minutes); `curves` plots long
+runs' validation FD and precision against steps (with their decay windows) into
+`docs/recipes/runs/` ("Long runs" in docs/quality.md); `python -m
 training.report` puts the table into docs/quality.md. The x axis is CPU minutes of
 training (the process's CPU time, evaluation not counted): with one thread per run it is the
 run's wall-clock on an idle core, and it does not stretch when something else shares the
@@ -292,6 +295,81 @@ def report(
     plot(results, out_dir / f"{dataset}.png")
     for line in comparison_table(results):
         typer.echo(line)
+
+
+@app.command()
+def curves(
+    runs: Annotated[list[Path], typer.Argument(help="Training run folders (any length).")],
+    out: Annotated[
+        Path, typer.Option(help="Path without suffix: OUT.json (the points) and OUT.png.")
+    ],
+    title: Annotated[str, typer.Option(help="The plot's title.")] = "validation curves",
+) -> None:
+    """Plot long runs' validation FD and precision against training steps, and keep the
+    points in JSON (run folders do not outlive a session; the curve should)."""
+    results: dict[str, Any] = {"title": title, "runs": []}
+    for folder in runs:
+        if not (folder / "history.json").is_file():
+            typer.secho(f"error: {folder} has no history.json", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        config = json.loads((folder / "config.json").read_text())
+        windows = [
+            *config.get("earlier_lr_decay_windows", []),
+            {k: v for k, v in config.get("model_options", {}).items() if k.startswith("lr_decay")},
+        ]
+        results["runs"].append(
+            {
+                "run": folder.name,
+                "kind": config.get("kind"),
+                "recipe": config.get("recipe") or "dcgan",
+                "seed": config.get("seed"),
+                "batch_size": config.get("batch_size"),
+                "lr_decay_windows": [w for w in windows if w],
+                "curve": curve(folder),
+            }
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Not with_suffix: OUT may hold dots of its own (a version).
+    out.parent.joinpath(f"{out.name}.json").write_text(json.dumps(results, indent=1) + "\n")
+    plot_curves(results, out.parent / f"{out.name}.png")
+    for run in results["runs"]:
+        last = run["curve"][-1] if run["curve"] else {}
+        typer.echo(f"{run['run']}: {len(run['curve'])} scores; last {json.dumps(last)}")
+
+
+def plot_curves(results: dict[str, Any], out: Path) -> None:
+    """Two panels against training steps: validation FD (log) and precision, with each
+    run's learning-rate decay windows shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (fd_ax, precision_ax) = plt.subplots(2, 1, figsize=(8, 6), dpi=100, sharex=True)
+    for index, run in enumerate(results["runs"]):
+        points = run["curve"]
+        colour = plt.get_cmap("tab10")(index % 10)
+        steps = [p["steps"] for p in points]
+        label = f"{run['run']} (recipe {run['recipe']}, batch {run['batch_size']})"
+        fd_ax.plot(steps, [p["frechet_distance"] for p in points], ".-", color=colour, label=label)
+        precision_ax.plot(steps, [p["precision"] for p in points], ".-", color=colour)
+        for window in run["lr_decay_windows"]:
+            for ax in (fd_ax, precision_ax):
+                ax.axvspan(
+                    window["lr_decay_start"], window["lr_decay_end"], color=colour, alpha=0.08
+                )
+    fd_ax.set_yscale("log")
+    fd_ax.set_ylabel("validation FD")
+    precision_ax.set_ylabel("validation precision")
+    precision_ax.set_xlabel("training steps (shaded: learning rates decaying to zero)")
+    fd_ax.set_title(results["title"])
+    for ax in (fd_ax, precision_ax):
+        ax.grid(True, which="both", alpha=0.3)
+    fd_ax.legend(fontsize=8)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
 
 
 def comparison_table(results: dict[str, Any]) -> list[str]:

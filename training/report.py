@@ -306,6 +306,43 @@ def recipe_section(recipes_dir: Path, out_dir: Path) -> list[str]:
     return lines
 
 
+def long_runs_section(runs_dir: Path, out_dir: Path) -> list[str]:
+    """The long runs' validation curves (`python -m training.compare curves` writes their
+    JSON and plot to `runs_dir`): what a shipped model's run looked like, kept after the
+    run folder is gone."""
+    results = sorted(runs_dir.glob("*.json"))
+    if not results:
+        return []
+    lines = [
+        "## Long runs",
+        "",
+        "Validation FD and precision (2,000 EMA samples against the validation split) against",
+        "training steps, shaded where the learning rates decay to zero; the points are in the",
+        "JSON file beside each plot.",
+        "",
+    ]
+    for path in results:
+        data = json.loads(path.read_text())
+        plot = path.with_suffix(".png")
+        lines += [f"### {data['title']}", ""]
+        if plot.is_file():
+            lines += [f"![{data['title']}]({os.path.relpath(plot, out_dir)})", ""]
+        for run in data["runs"]:
+            if not run["curve"]:
+                continue
+            best = min(run["curve"], key=lambda p: p["frechet_distance"])
+            last = run["curve"][-1]
+            lines.append(
+                f"- `{run['run']}` (recipe {run['recipe']}, batch {run['batch_size']}): "
+                f"{len(run['curve'])} scores over {last['steps']:,} steps; best FD "
+                f"{best['frechet_distance']:.1f} at step {best['steps']:,}, last "
+                f"{last['frechet_distance']:.1f} (precision {last['precision']:.3f}, recall "
+                f"{last['recall']:.3f})"
+            )
+        lines.append("")
+    return lines
+
+
 def write_quality_doc(models_dir: Path, out: Path, recipes_dir: Path | None = None) -> str:
     cards = {
         path.parent.name: ModelCard.load(path)
@@ -335,7 +372,9 @@ def write_quality_doc(models_dir: Path, out: Path, recipes_dir: Path | None = No
     lines += summary_table(cards)
     for name, card in cards.items():
         lines += model_section(card, models_dir / name, out.parent, cards)
-    lines += recipe_section(recipes_dir or out.parent / "recipes", out.parent)
+    recipes_dir = recipes_dir or out.parent / "recipes"
+    lines += recipe_section(recipes_dir, out.parent)
+    lines += long_runs_section(recipes_dir / "runs", out.parent)
     text = "\n".join(lines)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")

@@ -360,6 +360,33 @@ def test_the_comparison_reads_curves_on_cpu_minutes_and_tables_equal_time(tmp_pa
     assert (out / "mnist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_long_runs_curves_keep_their_points_and_decay_windows(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    run = tmp_path / "runs" / "long-run"
+    fake_run(run, "batch32", 0, [90.0, 60.0, 40.0], cpu=120)
+    config = json.loads((run / "config.json").read_text())
+    config.update(
+        model_options={"lr_decay_start": 200, "lr_decay_end": 300},
+        earlier_lr_decay_windows=[{"lr_decay_start": 50, "lr_decay_end": 100}],
+    )
+    (run / "config.json").write_text(json.dumps(config))
+    out = tmp_path / "docs" / "model-1.2.0"  # a dot in the name is not a suffix
+    done = CliRunner().invoke(compare.app, ["curves", str(run), "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    saved = json.loads((tmp_path / "docs" / "model-1.2.0.json").read_text())
+    (entry,) = saved["runs"]
+    assert [p["steps"] for p in entry["curve"]] == [100, 200, 300]
+    assert [p["frechet_distance"] for p in entry["curve"]] == [90.0, 60.0, 40.0]
+    assert entry["lr_decay_windows"] == [
+        {"lr_decay_start": 50, "lr_decay_end": 100},
+        {"lr_decay_start": 200, "lr_decay_end": 300},
+    ]
+    assert (tmp_path / "docs" / "model-1.2.0.png").read_bytes()[:4] == b"\x89PNG"
+    missing = CliRunner().invoke(compare.app, ["curves", str(tmp_path), "--out", str(out)])
+    assert missing.exit_code == 2 and "no history.json" in missing.output
+
+
 def test_the_comparison_schedules_short_epochs_for_small_data_sets(tmp_path: Path) -> None:
     args = compare.train_args("mnist", "batch64", 1, 10, 250, 3600, tmp_path)
     assert args[args.index("--steps-per-epoch") + 1] == "56"  # 3600 // 64: a whole epoch

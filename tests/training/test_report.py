@@ -108,3 +108,21 @@ def test_the_recipe_comparison_joins_the_page_with_its_plot_table_and_notes(
     assert "| ttur | 0 | 1.70 | 60.0 | 60.0 | 500 | 30.0 | 0.500 |" in section
     assert "- `dcgan`: dcgan summary" in section
     assert section.rstrip().endswith("TTUR wins here.")
+
+    # Long runs' curves (training.compare curves) follow, with their best and last scores.
+    long_runs = recipes / "runs"
+    long_runs.mkdir()
+    curve = [
+        {"steps": 3000, "frechet_distance": 40.0, "precision": 0.7, "recall": 0.6},
+        {"steps": 6000, "frechet_distance": 20.0, "precision": 0.72, "recall": 0.7},
+        {"steps": 9000, "frechet_distance": 25.0, "precision": 0.73, "recall": 0.75},
+    ]
+    run = {"run": "long", "recipe": "batch32", "batch_size": 32, "curve": curve}
+    (long_runs / "model-1.2.0.json").write_text(json.dumps({"title": "A long run", "runs": [run]}))
+    (long_runs / "model-1.2.0.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    tail = write_quality_doc(models, out).split("## Long runs")[1]
+    assert "### A long run" in tail and "](recipes/runs/model-1.2.0.png)" in tail
+    assert (
+        "- `long` (recipe batch32, batch 32): 3 scores over 9,000 steps; best FD 20.0 at step "
+        "6,000, last 25.0 (precision 0.730, recall 0.750)" in tail
+    )
