@@ -244,8 +244,18 @@ class DynamicBatcher(Generic[InT, OutT]):
         for thread in self._threads:
             thread.start()
 
-    def _scheduler_ended(self, generation: int, error: BaseException) -> None:
-        """On the loop: a scheduling thread failed outside any batch function."""
+    def _scheduler_ended(
+        self,
+        generation: int,
+        error: BaseException,
+        batch: list[_Slot[InT, OutT]] | None = None,
+    ) -> None:
+        """On the loop: a scheduling thread failed outside any batch function, holding
+        `batch` (if it had taken one). One callback, so the batch's callers wake up to a
+        batcher already marked as restarting, never to one that still looks healthy."""
+        failure = SchedulerFailed(f"{self.name}: the batch scheduler failed: {error!r}")
+        if batch is not None:
+            self._fail_batch(batch, failure)
         if generation != self._generation:
             return  # another thread of that generation reported first
         self._generation += 1
@@ -262,7 +272,6 @@ class DynamicBatcher(Generic[InT, OutT]):
             self.restart_delay_s,
             exc_info=error,
         )
-        failure = SchedulerFailed(f"{self.name}: the batch scheduler failed: {error!r}")
         self._fail_all_queued(failure)
         if not self._closing:
             self._restart_timer = asyncio.get_running_loop().call_later(
@@ -435,10 +444,7 @@ class DynamicBatcher(Generic[InT, OutT]):
                 self._run_batch(batch)
                 batch = None
         except BaseException as error:  # a bug in the scheduling, not a failed batch
-            if batch is not None:
-                failure = SchedulerFailed(f"{self.name}: the batch scheduler failed: {error!r}")
-                self._post(self._fail_batch, batch, failure)
-            self._post(self._scheduler_ended, generation, error)
+            self._post(self._scheduler_ended, generation, error, batch)
 
     def _oldest(self) -> _Request[InT, OutT] | None:
         """The live request that has waited longest, across the lanes."""

@@ -614,7 +614,7 @@ async def test_requests_that_arrive_during_a_run_join_the_next_batch_whole() -> 
 async def test_a_scheduling_failure_with_a_batch_in_hand_fails_that_batch_at_once() -> None:
     """A bug after a batch was taken (here: the observer) fails that batch's callers with
     SchedulerFailed at once, not at their deadline, and the batcher restarts."""
-    from service.batching import SchedulerFailed
+    from service.batching import SchedulerFailed, SchedulerRestarting
 
     class BrokenObserver(QueueWatch):
         broken = True
@@ -631,10 +631,15 @@ async def test_a_scheduling_failure_with_a_batch_in_hand_fails_that_batch_at_onc
         max_batch_delay_s=0,
         max_queue_size=16,
         observer=observer,
-        restart_delay_s=0.05,
+        restart_delay_s=0.5,
     )
     with pytest.raises(SchedulerFailed, match="observer bug"):
         await asyncio.wait_for(batcher.submit([1, 2], timeout_s=LONG_DELAY_S), PATIENCE_S)
+    # Its caller wakes up to a batcher already restarting, so a request sent now is refused
+    # at once instead of being queued and then failed by the same fault.
+    assert not batcher.healthy
+    with pytest.raises(SchedulerRestarting):
+        await batcher.submit([9])
     assert model.batches == []  # the model never saw it
     observer.broken = False
     await wait_healthy(batcher)
