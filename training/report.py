@@ -265,6 +265,12 @@ def _real_accuracy_note(fidelity: dict[str, Any]) -> str:
     return f"; the classifier on real {name} images: {real['per_class'][name]:.3f}"
 
 
+def figure(results: Path, alt: str, out_dir: Path) -> list[str]:
+    """The markdown image of the plot beside a results JSON file (none if it has none)."""
+    plot = results.with_suffix(".png")
+    return [f"![{alt}]({os.path.relpath(plot, out_dir)})", ""] if plot.is_file() else []
+
+
 def recipe_section(recipes_dir: Path, out_dir: Path) -> list[str]:
     """The recipe comparisons (`python -m training.compare report` writes their JSON and
     plot to `recipes_dir`; `<dataset>.notes.md` beside them holds what they showed)."""
@@ -288,14 +294,8 @@ def recipe_section(recipes_dir: Path, out_dir: Path) -> list[str]:
     for path in results:
         data = json.loads(path.read_text())
         dataset = data["dataset"]
-        plot = path.with_suffix(".png")
         lines += [f"### {dataset}", ""]
-        if plot.is_file():
-            lines += [
-                f"![validation FD against training minutes, {dataset}]"
-                f"({os.path.relpath(plot, out_dir)})",
-                "",
-            ]
+        lines += figure(path, f"validation FD against training minutes, {dataset}", out_dir)
         lines += [*comparison_table(data), ""]
         summaries = {run["recipe"]: run["summary"] for run in data["runs"]}
         lines += [f"- `{name}`: {summary}" for name, summary in summaries.items()]
@@ -323,10 +323,7 @@ def long_runs_section(runs_dir: Path, out_dir: Path) -> list[str]:
     ]
     for path in results:
         data = json.loads(path.read_text())
-        plot = path.with_suffix(".png")
-        lines += [f"### {data['title']}", ""]
-        if plot.is_file():
-            lines += [f"![{data['title']}]({os.path.relpath(plot, out_dir)})", ""]
+        lines += [f"### {data['title']}", "", *figure(path, data["title"], out_dir)]
         for run in data["runs"]:
             if not run["curve"]:
                 continue
