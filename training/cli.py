@@ -182,9 +182,7 @@ def train_command(
     try:
         if recipe is not None and kind == "vae":
             raise ValueError("--recipe is for the GANs; a VAE has none")
-        chosen = get_recipe(recipe or DEFAULT_RECIPE) if kind != "vae" else None
-        if chosen is not None and chosen.conditional_only and kind != "cgan":
-            raise ValueError(f"--recipe {chosen.name} is for `imagegen train cgan` only")
+        chosen = get_recipe(recipe or DEFAULT_RECIPE, kind) if kind != "vae" else None
     except ValueError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc

@@ -36,7 +36,7 @@ from typing import Annotated, Any
 import typer
 
 from training.recipes import RECIPES, get_recipe
-from training.train import epoch_cpu_seconds
+from training.train import DECAY_WINDOW_KEYS, epoch_cpu_seconds
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, rich_markup_mode=None)
 
@@ -315,7 +315,7 @@ def curves(
         config = json.loads((folder / "config.json").read_text())
         windows = [
             *config.get("earlier_lr_decay_windows", []),
-            {k: v for k, v in config.get("model_options", {}).items() if k.startswith("lr_decay")},
+            {k: v for k, v in config.get("model_options", {}).items() if k in DECAY_WINDOW_KEYS},
         ]
         results["runs"].append(
             {

@@ -79,9 +79,13 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
-def get_recipe(name: str) -> Recipe:
-    """The recipe called `name`; a ValueError naming the known ones otherwise."""
+def get_recipe(name: str, kind: str | None = None) -> Recipe:
+    """The recipe called `name`; a ValueError naming the known ones otherwise, or when a
+    conditional-only recipe is asked for another `kind` of model."""
     try:
-        return RECIPES[name]
+        recipe = RECIPES[name]
     except KeyError:
         raise ValueError(f"unknown recipe {name!r}; known: {', '.join(RECIPES)}") from None
+    if kind is not None and recipe.conditional_only and kind != "cgan":
+        raise ValueError(f"recipe {name!r} is for the conditional GAN (cgan) only")
+    return recipe

@@ -88,10 +88,7 @@ class TrainConfig:
             raise ValueError(f"recipes are for the GANs; a VAE has none (got {self.recipe!r})")
         from training.recipes import get_recipe
 
-        recipe = get_recipe(self.recipe)
-        if recipe.conditional_only and self.kind != "cgan":
-            raise ValueError(f"recipe {recipe.name!r} is for the conditional GAN (cgan) only")
-        return {**recipe.model_options, **self.model_options}
+        return {**get_recipe(self.recipe, self.kind).model_options, **self.model_options}
 
 
 def code_revision() -> str:
@@ -377,10 +374,16 @@ def fix_decay_window(config: TrainConfig, steps_per_epoch: int, *, rewindow: boo
 
 
 # Besides the epoch count and the strategy, what a resumed run may change when asked to:
-# how it is watched, not what it trains.
-RESUME_MAY_CHANGE = ("eval_every", "eval_samples", "max_minutes", "budget_clock", "threads")
-# ... and, when given, a GAN's learning-rate decay: a new window over the last N of the new
-# --epochs (rates go back up if the old window had ended: a warm restart, recorded).
+# how it is watched, and a GAN's learning-rate decay (a new window over the last N of the
+# new --epochs: a warm restart, recorded), not what it trains.
+RESUME_MAY_CHANGE = (
+    "eval_every",
+    "eval_samples",
+    "max_minutes",
+    "budget_clock",
+    "threads",
+    "lr_decay_epochs",
+)
 DECAY_WINDOW_KEYS = ("lr_decay_start", "lr_decay_end")
 
 
@@ -411,8 +414,7 @@ def train(
     if resume and has_checkpoint:
         saved = load_config(run_dir)
         # A resumed run keeps its recipe; only the target epoch count may grow.
-        may_change = (*RESUME_MAY_CHANGE, "lr_decay_epochs")
-        watching = {name: getattr(config, name) for name in may_change if name in given}
+        watching = {name: getattr(config, name) for name in RESUME_MAY_CHANGE if name in given}
         for name, value in watching.items():
             if value != getattr(saved, name):
                 log.info("resuming with %s=%s (the run had %s)", name, value, getattr(saved, name))
@@ -458,8 +460,10 @@ def train(
         steps = min(steps, config.steps_per_epoch)
     if steps == 0:
         raise ValueError(f"{len(images)} images is less than one batch of {config.batch_size}")
-    config = fix_decay_window(config, steps, rewindow=resume and "lr_decay_epochs" in given)
-    save_config(run_dir, config)
+    windowed = fix_decay_window(config, steps, rewindow=resume and "lr_decay_epochs" in given)
+    if windowed is not config:
+        config = windowed
+        save_config(run_dir, config)
     strategy = make_strategy(config.strategy)
     run = Run(run_dir, config, strategy)
     run.run_dir.mkdir(parents=True, exist_ok=True)
