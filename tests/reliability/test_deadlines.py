@@ -37,7 +37,17 @@ async def test_requests_expiring_in_the_queue_get_504_and_cost_no_inference(
     before = server.metrics()
     port = server.port
     blocker = asyncio.create_task(_batch(port, BLOCKER_IMAGES, seed=100))
-    await asyncio.sleep(deadline_s / 10)  # the blocker's batch is running by now
+    # The waiters go out once the blocker's batch runs (its queue wait is recorded as the
+    # batch starts), so they queue behind it. A fixed pause could send them first on a fast
+    # host, and then some of them ran beside the blocker's first images.
+    started = metric_sum(before, "imagegen_queue_wait_seconds_count", model=SLOW)
+    for _ in range(2000):
+        samples = await asyncio.to_thread(server.metrics)
+        if metric_sum(samples, "imagegen_queue_wait_seconds_count", model=SLOW) > started:
+            break
+        await asyncio.sleep(0.002)
+    else:
+        raise AssertionError("the blocker's batch never started")
     waiters = await asyncio.gather(
         *(
             request("POST", port, f"/v1/models/{SLOW}/generate", json.dumps({"seed": s}).encode())
